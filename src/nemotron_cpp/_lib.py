@@ -1,0 +1,204 @@
+"""The binding to the C engine: the only module that touches cffi.
+
+The declarations are read from the engine's public header, shipped beside the library, so
+that the binding cannot drift from the C API it calls.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from cffi import FFI
+
+from .errors import BackendError, ModelFileError, NemotronError, UnsupportedModelError
+
+_HERE = Path(__file__).resolve().parent
+_LIB_NAMES = {"darwin": "libnemotron-asr.dylib", "win32": "nemotron-asr.dll"}
+
+
+def _cdef_from_header(text: str) -> str:
+    defines = "\n".join(re.findall(r"^#define NEMOTRON_\w+ \d+$", text, flags=re.M))
+    body = text.split('extern "C" {\n#endif', 1)[1].rsplit("#ifdef __cplusplus", 1)[0]
+    return defines + "\n" + body.replace("NEMOTRON_API ", "")
+
+
+def _find_library() -> Path:
+    override = os.environ.get("NEMOTRON_ASR_LIBRARY")
+    if override:
+        return Path(override)
+    return _HERE / _LIB_NAMES.get(sys.platform, "libnemotron-asr.so")
+
+
+_ffi = FFI()
+_ffi.cdef(_cdef_from_header((_HERE / "nemotron-asr.h").read_text(encoding="utf-8")))
+_lib: Any = _ffi.dlopen(str(_find_library()))
+
+_BACKENDS = {"auto": _lib.NEMOTRON_BACKEND_AUTO, "cpu": _lib.NEMOTRON_BACKEND_CPU, "gpu": _lib.NEMOTRON_BACKEND_GPU}
+_LAYOUTS = {_lib.NEMOTRON_LAYOUT_NEMO: "nemo", _lib.NEMOTRON_LAYOUT_ASR: "asr"}
+_NORMALIZE = {
+    _lib.NEMOTRON_NORMALIZE_NONE: "none",
+    _lib.NEMOTRON_NORMALIZE_PER_FEATURE: "per_feature",
+    _lib.NEMOTRON_NORMALIZE_ALL: "all_features",
+}
+_DEVICE_TYPES = {
+    _lib.NEMOTRON_DEVICE_CPU: "cpu",
+    _lib.NEMOTRON_DEVICE_GPU: "gpu",
+    _lib.NEMOTRON_DEVICE_IGPU: "igpu",
+    _lib.NEMOTRON_DEVICE_ACCEL: "accel",
+}
+
+
+def _string(p: Any) -> str:
+    return "" if p == _ffi.NULL else _ffi.string(p).decode("utf-8", errors="replace")
+
+
+def _check(status: int, path: Optional[str] = None) -> None:
+    """Raises the Python exception for a non-zero status, with the engine's message."""
+    if status == _lib.NEMOTRON_OK:
+        return
+    message = _string(_lib.nemotron_last_error())
+    if status == _lib.NEMOTRON_ERR_NOT_FOUND:
+        raise FileNotFoundError(errno.ENOENT, message, path)
+    if status == _lib.NEMOTRON_ERR_IO:
+        raise OSError(message)
+    if status == _lib.NEMOTRON_ERR_INVALID_MODEL:
+        raise ModelFileError(message)
+    if status == _lib.NEMOTRON_ERR_UNSUPPORTED:
+        raise UnsupportedModelError(message)
+    if status == _lib.NEMOTRON_ERR_INVALID_ARG:
+        raise ValueError(message)
+    if status == _lib.NEMOTRON_ERR_BACKEND:
+        raise BackendError(message)
+    if status == _lib.NEMOTRON_ERR_NO_MEMORY:
+        raise MemoryError(message)
+    raise NemotronError(message)
+
+
+def _sized(ctype: str) -> Any:
+    out = _ffi.new(ctype + " *")
+    out.struct_size = _ffi.sizeof(ctype)
+    return out
+
+
+# ---- library and system -----------------------------------------------------------------
+
+
+def version() -> str:
+    return _string(_lib.nemotron_version())
+
+
+def system() -> Dict[str, Any]:
+    devices = []
+    for i in range(_lib.nemotron_device_count()):
+        info = _sized("struct nemotron_device_info")
+        _check(_lib.nemotron_device_get_info(i, info))
+        device = _struct(info, "struct nemotron_device_info")
+        device["type"] = _DEVICE_TYPES.get(device["type"], "accel")
+        devices.append(device)
+    return {
+        "version": version(),
+        "ggml_version": _string(_lib.nemotron_ggml_version()),
+        "backends": [_string(_lib.nemotron_backend_name(i)) for i in range(_lib.nemotron_backend_count())],
+        "devices": devices,
+        "cpu_features": _string(_lib.nemotron_cpu_features()),
+        "text": _string(_lib.nemotron_print_system_info()),
+    }
+
+
+# ---- models -----------------------------------------------------------------------------
+
+
+def load(path: str, backend: str, gpu_device: int, n_threads: int, use_mmap: bool) -> Any:
+    """Loads a model; returns an opaque handle that frees itself when garbage-collected."""
+    params = _ffi.new("struct nemotron_context_params *", _lib.nemotron_context_default_params())
+    params.backend = _BACKENDS[backend]
+    params.gpu_device = gpu_device
+    params.n_threads = n_threads
+    params.use_mmap = use_mmap
+    out = _ffi.new("struct nemotron_context **")
+    _check(_lib.nemotron_init_from_file(os.fsencode(path), params, out), path)
+    return _ffi.gc(out[0], _lib.nemotron_free)
+
+
+def free(handle: Any) -> None:
+    """Frees a handle from load() now rather than at garbage collection."""
+    _ffi.release(handle)
+
+
+def hparams(handle: Any) -> Dict[str, Any]:
+    hp = _sized("struct nemotron_hparams")
+    _check(_lib.nemotron_get_hparams(handle, hp))
+    fields = _struct(hp, "struct nemotron_hparams")
+    n_right = fields.pop("n_att_right_contexts")
+    fields["att_right_contexts"] = tuple(fields["att_right_contexts"][:n_right])
+    fields["normalize"] = _NORMALIZE[fields["normalize"]]
+    return fields
+
+
+def model_info(handle: Any) -> Dict[str, Any]:
+    return {
+        "layout": _LAYOUTS[_lib.nemotron_model_layout(handle)],
+        "name": _string(_lib.nemotron_model_name(handle)),
+        "weight_type": _string(_lib.nemotron_model_weight_type(handle)),
+        "file_size": int(_lib.nemotron_model_file_size(handle)),
+        "weight_bytes": int(_lib.nemotron_model_weight_bytes(handle)),
+        "backend": _string(_lib.nemotron_model_backend(handle)),
+        "n_threads": int(_lib.nemotron_model_n_threads(handle)),
+        "uses_mmap": bool(_lib.nemotron_model_uses_mmap(handle)),
+    }
+
+
+def pieces(handle: Any) -> List[bytes]:
+    length = _ffi.new("size_t *")
+    out = []
+    for i in range(_lib.nemotron_n_pieces(handle)):
+        p = _lib.nemotron_piece(handle, i, length)
+        out.append(bytes(_ffi.buffer(p, length[0])))
+    return out
+
+
+def _struct(cdata: Any, ctype: str) -> Dict[str, Any]:
+    """A C info struct as a dict: strings decoded, the struct_size field dropped."""
+    out: Dict[str, Any] = {}
+    for name, field in _ffi.typeof(ctype).fields:
+        value = getattr(cdata, name)
+        if field.type.kind == "pointer" and field.type.item.cname == "char":
+            value = _string(value)
+        elif field.type.kind == "array":
+            value = list(value)  # a copy: the struct is freed with its owner
+        out[name] = value
+    del out["struct_size"]
+    return out
+
+
+def _records(count: Any, get: Any, ctype: str, handle: Any) -> List[Dict[str, Any]]:
+    out = []
+    for i in range(count(handle)):
+        info = _sized(ctype)
+        _check(get(handle, i, info))
+        out.append(_struct(info, ctype))
+    return out
+
+
+def tensors(handle: Any) -> List[Dict[str, Any]]:
+    out = _records(_lib.nemotron_n_tensors, _lib.nemotron_get_tensor_info, "struct nemotron_tensor_info", handle)
+    for t in out:
+        t["shape"] = tuple(t.pop("ne")[: t.pop("n_dims")])
+    return out
+
+
+def tensor_groups(handle: Any) -> List[Dict[str, Any]]:
+    return _records(_lib.nemotron_n_tensor_groups, _lib.nemotron_get_tensor_group, "struct nemotron_tensor_group", handle)
+
+
+def frontend_tables(handle: Any) -> Tuple[bytes, bytes]:
+    """The window and the mel filterbank as raw float32 bytes."""
+    n = _ffi.new("size_t *")
+    window = bytes(_ffi.buffer(_lib.nemotron_model_window(handle, n), n[0] * 4))
+    fb = bytes(_ffi.buffer(_lib.nemotron_model_mel_filterbank(handle, n), n[0] * 4))
+    return window, fb

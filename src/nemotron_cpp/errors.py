@@ -1,0 +1,25 @@
+"""Exceptions raised by nemotron_cpp."""
+
+from __future__ import annotations
+
+__all__ = ["NemotronError", "ModelFileError", "UnsupportedModelError", "BackendError"]
+
+
+class NemotronError(Exception):
+    """Base class of the errors the engine reports."""
+
+
+class ModelFileError(NemotronError, ValueError):
+    """A model file that cannot be loaded: not GGUF, corrupt, truncated, or inconsistent.
+
+    The message names the problem, e.g. which tensor has which shape and what was expected.
+    """
+
+
+class UnsupportedModelError(ModelFileError):
+    """A valid GGUF file of a model or variant the engine cannot run (another architecture,
+    a CTC head, NVIDIA's CUDA-only planar q8 layout, ...)."""
+
+
+class BackendError(NemotronError, RuntimeError):
+    """The requested device does not exist or its backend failed."""

@@ -1,0 +1,189 @@
+"""NemotronModel: a loaded model file."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _lib
+from .info import HParams, TensorGroup, TensorInfo
+
+__all__ = ["NemotronModel"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _parse_backend(backend: str) -> Tuple[str, int]:
+    name, _, index = backend.lower().partition(":")
+    if name not in ("auto", "cpu", "gpu") or (index and (name != "gpu" or not index.isdigit())):
+        raise ValueError(f"backend must be 'auto', 'cpu', 'gpu' or 'gpu:N', not {backend!r}")
+    return name, int(index) if index else 0
+
+
+class NemotronModel:
+    """A cache-aware FastConformer RNN-T model loaded from a GGUF file of either layout.
+
+    Parameters
+    ----------
+    path:
+        A GGUF file: the nemotron-asr.cpp port's layout (``general.architecture = "nemo"``) or
+        NVIDIA's (``"asr"``), in f32, f16, q8_0, q4_0 or another ggml type.
+    backend:
+        ``"auto"`` (a GPU if the build has one and one is found, else the CPU), ``"cpu"``,
+        ``"gpu"`` or ``"gpu:N"``.
+    n_threads:
+        CPU threads; ``None`` uses one per physical core.
+    use_mmap:
+        Map the file and use the weights in place (the default): loading is fast and the
+        weights are not held twice in memory.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ModelFileError
+        The file is not a usable model; the message says why.
+    UnsupportedModelError
+        A valid file of a model this engine cannot run (a subclass of ModelFileError).
+    BackendError
+        The requested device does not exist.
+
+    Examples
+    --------
+    >>> from nemotron_cpp import NemotronModel
+    >>> with NemotronModel(tiny_model_path) as model:
+    ...     print(model.layout, model.hparams.n_layers, model.hparams.d_model, len(model.vocabulary))
+    nemo 2 128 128
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        backend: str = "auto",
+        n_threads: Optional[int] = None,
+        use_mmap: bool = True,
+    ) -> None:
+        self._handle: Any = None
+        self._lock = threading.Lock()
+        self.path = os.fspath(path)
+        name, index = _parse_backend(backend)
+        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
+            raise ValueError(f"n_threads must be a positive integer or None, not {n_threads!r}")
+        self._handle = _lib.load(self.path, name, index, n_threads or 0, use_mmap)
+        self._info = _lib.model_info(self._handle)
+        self._hparams = HParams(**_lib.hparams(self._handle))
+        self._vocabulary = tuple(p.decode("utf-8", errors="replace") for p in _lib.pieces(self._handle))
+        self._tensors = tuple(TensorInfo(**t) for t in _lib.tensors(self._handle))
+        self._groups = tuple(TensorGroup(**g) for g in _lib.tensor_groups(self._handle))
+
+    # ---- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Frees the engine's memory and unmaps the file. Closing twice is harmless."""
+        with self._lock:
+            if self._handle is not None:
+                _lib.free(self._handle)
+                self._handle = None
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called."""
+        return self._handle is None
+
+    def __enter__(self) -> "NemotronModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live(self) -> Any:
+        if self._handle is None:
+            raise ValueError("the model is closed")
+        return self._handle
+
+    # ---- what the model is ------------------------------------------------------------------
+
+    @property
+    def hparams(self) -> HParams:
+        """Every hyperparameter, read from the file or inferred from it."""
+        return self._hparams
+
+    @property
+    def vocabulary(self) -> Tuple[str, ...]:
+        """The SentencePiece pieces in id order; the blank (id ``hparams.blank_id``) is not included."""
+        return self._vocabulary
+
+    @property
+    def layout(self) -> str:
+        """``"nemo"`` (the nemotron-asr.cpp port's files) or ``"asr"`` (NVIDIA's files)."""
+        return str(self._info["layout"])
+
+    @property
+    def name(self) -> str:
+        """The file's ``general.name``, or ``""``."""
+        return str(self._info["name"])
+
+    @property
+    def weight_type(self) -> str:
+        """The type of the encoder layers' matrices, e.g. ``"q4_0"``."""
+        return str(self._info["weight_type"])
+
+    @property
+    def backend(self) -> str:
+        """The device the model runs on, e.g. ``"CPU"`` or ``"CUDA0"``."""
+        return str(self._info["backend"])
+
+    @property
+    def n_threads(self) -> int:
+        """CPU threads the engine uses."""
+        return int(self._info["n_threads"])
+
+    @property
+    def file_size(self) -> int:
+        """Size of the model file in bytes."""
+        return int(self._info["file_size"])
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights the engine holds."""
+        return int(self._info["weight_bytes"])
+
+    @property
+    def uses_mmap(self) -> bool:
+        """True when the weights are used in place from the memory-mapped file."""
+        return bool(self._info["uses_mmap"])
+
+    @property
+    def tensors(self) -> Tuple[TensorInfo, ...]:
+        """Every weight tensor, under its NeMo name, as the engine holds it."""
+        return self._tensors
+
+    @property
+    def tensor_groups(self) -> Tuple[TensorGroup, ...]:
+        """Parts of the network with their weight types and sizes."""
+        return self._groups
+
+    @property
+    def window(self) -> np.ndarray:
+        """The STFT window the frontend uses, float32 ``[win_length]``."""
+        window, _ = _lib.frontend_tables(self._live())
+        return np.frombuffer(window, dtype=np.float32).copy()
+
+    @property
+    def mel_filterbank(self) -> np.ndarray:
+        """The mel filterbank the frontend uses, float32 ``[n_mels, n_fft // 2 + 1]``."""
+        _, fb = _lib.frontend_tables(self._live())
+        hp = self._hparams
+        return np.frombuffer(fb, dtype=np.float32).reshape(hp.n_mels, hp.n_fft // 2 + 1).copy()
+
+    def __repr__(self) -> str:
+        hp = self._hparams
+        state = "closed" if self.closed else f"on {self.backend}"
+        return (
+            f"NemotronModel({self.path!r}, layout={self.layout!r}, weight_type={self.weight_type!r}, "
+            f"{hp.n_layers} layers x d_model {hp.d_model}, vocab {hp.vocab_size}, {state})"
+        )

@@ -1,0 +1,223 @@
+/*
+ * nemotron-asr: a ggml engine for cache-aware FastConformer RNN-T speech recognizers
+ * (NVIDIA nemotron-speech-streaming and its family), reading GGUF files of either
+ * published layout.
+ *
+ * Conventions (after whisper.h):
+ *   - opaque handles, created by nemotron_init_* and released by nemotron_free;
+ *   - every fallible call returns an nemotron_status; on failure a readable message is
+ *     available from nemotron_last_error() on the same thread;
+ *   - parameter and info structs start with `struct_size` and only ever grow at the end,
+ *     so a caller built against an older header keeps working;
+ *   - nothing throws, aborts or exits across this boundary on bad input.
+ */
+#ifndef NEMOTRON_ASR_H
+#define NEMOTRON_ASR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(NEMOTRON_ASR_BUILD)
+#    define NEMOTRON_API __declspec(dllexport)
+#  else
+#    define NEMOTRON_API __declspec(dllimport)
+#  endif
+#else
+#  define NEMOTRON_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NEMOTRON_MAX_RIGHT_CONTEXTS 8
+
+typedef enum nemotron_status {
+    NEMOTRON_OK                = 0,
+    NEMOTRON_ERR_INVALID_ARG   = 1, /* a bad argument from the caller                        */
+    NEMOTRON_ERR_NOT_FOUND     = 2, /* the model file does not exist                          */
+    NEMOTRON_ERR_IO            = 3, /* the file exists but cannot be opened, read or mapped   */
+    NEMOTRON_ERR_INVALID_MODEL = 4, /* not a valid model file: corrupt, truncated, inconsistent */
+    NEMOTRON_ERR_UNSUPPORTED   = 5, /* a valid file of a model or variant this engine cannot run */
+    NEMOTRON_ERR_BACKEND       = 6, /* no such device, or the backend failed                  */
+    NEMOTRON_ERR_NO_MEMORY     = 7,
+    NEMOTRON_ERR_INTERNAL      = 8,
+} nemotron_status;
+
+typedef enum nemotron_backend {
+    NEMOTRON_BACKEND_AUTO = 0, /* the best GPU if one was compiled in and found, else the CPU */
+    NEMOTRON_BACKEND_CPU  = 1,
+    NEMOTRON_BACKEND_GPU  = 2, /* the GPU numbered gpu_device                              */
+} nemotron_backend;
+
+typedef enum nemotron_layout {
+    NEMOTRON_LAYOUT_NEMO = 0, /* layout A: general.architecture "nemo" (the nemotron-asr.cpp port's files) */
+    NEMOTRON_LAYOUT_ASR  = 1, /* layout B: general.architecture "asr" (NVIDIA's NeMo-Speech.cpp files)    */
+} nemotron_layout;
+
+typedef enum nemotron_normalize {
+    NEMOTRON_NORMALIZE_NONE        = 0, /* NeMo "NA" */
+    NEMOTRON_NORMALIZE_PER_FEATURE = 1,
+    NEMOTRON_NORMALIZE_ALL         = 2,
+} nemotron_normalize;
+
+struct nemotron_context; /* a loaded model */
+
+/* ---- library and system ------------------------------------------------------------ */
+
+NEMOTRON_API const char * nemotron_version(void);
+NEMOTRON_API const char * nemotron_ggml_version(void);
+
+/* The message of the last failed call on this thread ("" if none). */
+NEMOTRON_API const char * nemotron_last_error(void);
+
+/* ggml backends compiled in ("CPU", "CUDA", "Metal", ...). */
+NEMOTRON_API int          nemotron_backend_count(void);
+NEMOTRON_API const char * nemotron_backend_name(int index);
+
+typedef enum nemotron_device_type {
+    NEMOTRON_DEVICE_CPU   = 0,
+    NEMOTRON_DEVICE_GPU   = 1,
+    NEMOTRON_DEVICE_IGPU  = 2,
+    NEMOTRON_DEVICE_ACCEL = 3,
+} nemotron_device_type;
+
+struct nemotron_device_info {
+    size_t               struct_size;
+    const char *         name;        /* "CPU", "CUDA0", ... (valid for the life of the process) */
+    const char *         description;
+    nemotron_device_type type;
+    size_t               memory_free;
+    size_t               memory_total;
+};
+
+/* Devices found at run time, in ggml's registry order. */
+NEMOTRON_API int             nemotron_device_count(void);
+NEMOTRON_API nemotron_status nemotron_device_get_info(int index, struct nemotron_device_info * info);
+
+/* CPU features the ggml CPU backend was built with, "AVX2 = 1 | FMA = 1 | ...". */
+NEMOTRON_API const char * nemotron_cpu_features(void);
+
+/* One line saying what was built and what was found (versions, backends, devices, CPU). */
+NEMOTRON_API const char * nemotron_print_system_info(void);
+
+/* ---- loading ------------------------------------------------------------------------ */
+
+struct nemotron_context_params {
+    size_t           struct_size;
+    nemotron_backend backend;
+    int              gpu_device; /* with NEMOTRON_BACKEND_GPU: index among GPU devices */
+    int              n_threads;  /* 0: the number of physical cores                     */
+    bool             use_mmap;   /* map the file and use the weights in place where the device allows */
+};
+
+NEMOTRON_API struct nemotron_context_params nemotron_context_default_params(void);
+
+/* Loads a GGUF model of either layout. On success *out holds a context to free with
+ * nemotron_free; on failure *out is NULL and nemotron_last_error() says why. */
+NEMOTRON_API nemotron_status nemotron_init_from_file(
+        const char * path,
+        const struct nemotron_context_params * params,
+        struct nemotron_context ** out);
+
+NEMOTRON_API void nemotron_free(struct nemotron_context * ctx);
+
+/* ---- model information -------------------------------------------------------------- */
+
+struct nemotron_hparams {
+    size_t struct_size;
+
+    /* encoder */
+    int32_t n_mels;
+    int32_t d_model;
+    int32_t n_heads;
+    int32_t d_head;
+    int32_t d_ff;
+    int32_t n_layers;
+    int32_t conv_kernel_size;
+    int32_t subsampling_factor;
+    int32_t subsampling_conv_channels;
+    int32_t pos_emb_max_len;
+    bool    xscaling;
+    bool    use_bias;
+    int32_t att_left_context;
+    int32_t n_att_right_contexts;                           /* the first is the default */
+    int32_t att_right_contexts[NEMOTRON_MAX_RIGHT_CONTEXTS];
+
+    /* prediction network and joint */
+    int32_t vocab_size; /* including the blank */
+    int32_t blank_id;
+    int32_t pred_embed_dim;
+    int32_t pred_hidden;
+    int32_t pred_num_layers;
+    int32_t joint_dim;
+    int32_t max_symbols_per_step;
+    int32_t num_prompts;
+
+    /* log-mel frontend */
+    int32_t            sample_rate;
+    int32_t            n_fft;
+    int32_t            win_length;
+    int32_t            hop_length;
+    float              preemph;
+    float              log_zero_guard;
+    float              mag_power;
+    float              dither;
+    nemotron_normalize normalize;
+};
+
+NEMOTRON_API nemotron_status nemotron_get_hparams(const struct nemotron_context * ctx, struct nemotron_hparams * out);
+
+NEMOTRON_API nemotron_layout nemotron_model_layout(const struct nemotron_context * ctx);
+NEMOTRON_API const char *    nemotron_model_name(const struct nemotron_context * ctx);     /* general.name, "" if absent */
+NEMOTRON_API const char *    nemotron_model_weight_type(const struct nemotron_context * ctx); /* of the encoder layer matrices, "q8_0" */
+NEMOTRON_API uint64_t        nemotron_model_file_size(const struct nemotron_context * ctx);
+NEMOTRON_API uint64_t        nemotron_model_weight_bytes(const struct nemotron_context * ctx);
+NEMOTRON_API const char *    nemotron_model_backend(const struct nemotron_context * ctx);  /* device name, "CPU", "CUDA0" */
+NEMOTRON_API int             nemotron_model_n_threads(const struct nemotron_context * ctx);
+NEMOTRON_API bool            nemotron_model_uses_mmap(const struct nemotron_context * ctx); /* weights used in place from the mapped file */
+
+/* Vocabulary pieces in id order, the blank excluded (ids 0 .. n_pieces-1). The bytes are
+ * UTF-8, may be of any length and are owned by the context. */
+NEMOTRON_API int          nemotron_n_pieces(const struct nemotron_context * ctx);
+NEMOTRON_API const char * nemotron_piece(const struct nemotron_context * ctx, int id, size_t * len);
+
+/* The log-mel frontend's tables as the engine uses them, from the file or, where the file
+ * has none, rebuilt from the preprocessor settings: the window [win_length] and the mel
+ * filterbank, row-major [n_mels][n_fft/2 + 1]. Owned by the context. */
+NEMOTRON_API const float * nemotron_model_window(const struct nemotron_context * ctx, size_t * n);
+NEMOTRON_API const float * nemotron_model_mel_filterbank(const struct nemotron_context * ctx, size_t * n);
+
+/* Weights as the engine holds them (after mapping both layouts to one form). */
+struct nemotron_tensor_info {
+    size_t       struct_size;
+    const char * name;       /* the NeMo state-dict name */
+    const char * group;      /* "subsampling", "attention", "feed_forward", "convolution", "norm", "predictor", "joint", ... */
+    const char * type;       /* ggml type name: "f32", "q8_0", ... */
+    int32_t      n_dims;
+    int64_t      ne[4];
+    uint64_t     n_bytes;
+};
+
+NEMOTRON_API int             nemotron_n_tensors(const struct nemotron_context * ctx);
+NEMOTRON_API nemotron_status nemotron_get_tensor_info(const struct nemotron_context * ctx, int index, struct nemotron_tensor_info * out);
+
+struct nemotron_tensor_group {
+    size_t       struct_size;
+    const char * name;
+    const char * type;      /* the type most of the group's parameters are stored in */
+    int32_t      n_tensors;
+    uint64_t     n_params;
+    uint64_t     n_bytes;
+};
+
+NEMOTRON_API int             nemotron_n_tensor_groups(const struct nemotron_context * ctx);
+NEMOTRON_API nemotron_status nemotron_get_tensor_group(const struct nemotron_context * ctx, int index, struct nemotron_tensor_group * out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NEMOTRON_ASR_H */

@@ -1,0 +1,699 @@
+// Reads both published GGUF layouts into the one internal model (model.h).
+//
+// Layout A (general.architecture "nemo") carries few hyperparameters, so the rest are
+// inferred from tensor shapes or taken from the model family's documented defaults;
+// layout B ("asr") carries nearly all of them. Either way every tensor is then checked
+// against the hyperparameters (presence, shape, type) before ggml sees it.
+#include "model.h"
+
+#include "error.h"
+#include "frontend_tables.h"
+#include "gguf_file.h"
+
+#include "ggml-alloc.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+
+namespace nemotron {
+
+model::~model() {
+    if (buf_file) ggml_backend_buffer_free(buf_file);
+    if (buf_derived) ggml_backend_buffer_free(buf_derived);
+    if (ctx_file) ggml_free(ctx_file);
+    if (ctx_derived) ggml_free(ctx_derived);
+}
+
+namespace {
+
+// Model-family defaults (nemotron-speech-streaming-en-0.6b's NeMo config), used only where a
+// file has neither a key nor a tensor to infer the value from.
+const int64_t kDefaultLeftContext = 70;
+const int64_t kDefaultRightContexts[] = {13, 6, 1, 0};
+const int64_t kDefaultMaxSymbols = 10;
+const int64_t kDefaultPosEmbMaxLen = 5000;
+const int64_t kDefaultSampleRate = 16000;
+const float   kDefaultWindowSeconds = 0.025f;
+const float   kDefaultStrideSeconds = 0.01f;
+const int64_t kDefaultNFft = 512;
+const float   kDefaultPreemph = 0.97f;
+const float   kDefaultLogGuard = 5.960464477539063e-08f; // 2^-24, NeMo's log_zero_guard_value
+const float   kDefaultMagPower = 2.0f;
+// NeMo's dw_striding subsampling uses 3x3 kernels at every stage.
+const int64_t kSubsamplingKernel = 3;
+const int64_t kMaxSize = int64_t(1) << 24;
+
+std::string shape_str(const int64_t * ne, int n) {
+    std::string s = "[";
+    for (int i = 0; i < n; ++i) {
+        s += (i ? ", " : "") + std::to_string(ne[i]);
+    }
+    return s + "]";
+}
+
+// A tensor's shape without trailing unit dimensions, so [257, 128, 1] matches [257, 128].
+std::vector<int64_t> effective_shape(const gguf_tensor & t) {
+    std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+    while (ne.size() > 1 && ne.back() == 1) ne.pop_back();
+    return ne;
+}
+
+enum class dtype_rule { matrix, kernel, vector };
+
+bool dtype_allowed(dtype_rule rule, ggml_type t) {
+    switch (rule) {
+        case dtype_rule::vector: return t == GGML_TYPE_F32;
+        case dtype_rule::kernel: return t == GGML_TYPE_F32 || t == GGML_TYPE_F16;
+        case dtype_rule::matrix:
+            switch (t) {
+                case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:
+                case GGML_TYPE_Q4_0: case GGML_TYPE_Q4_1: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1: case GGML_TYPE_Q8_0:
+                case GGML_TYPE_Q2_K: case GGML_TYPE_Q3_K: case GGML_TYPE_Q4_K: case GGML_TYPE_Q5_K: case GGML_TYPE_Q6_K:
+                    return true;
+                default: return false;
+            }
+    }
+    return false;
+}
+
+const char * dtype_rule_text(dtype_rule rule) {
+    switch (rule) {
+        case dtype_rule::vector: return "f32";
+        case dtype_rule::kernel: return "f32 or f16";
+        case dtype_rule::matrix: return "f32, f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0 or a k-quant";
+    }
+    return "";
+}
+
+class loader {
+public:
+    loader(const std::string & path, model & m) : m_(m), file_(new mapped_file(path)), g_(*file_) {
+        m_.file_size = file_->size();
+    }
+
+    void run(ggml_backend_dev_t device, bool use_mmap) {
+        read_architecture();
+        read_hparams();
+        read_vocabulary();
+        check_hparams();
+        bind_tensors();
+        read_frontend_tables();
+        place_weights(device, use_mmap);
+        summarize();
+    }
+
+private:
+    bool is_a() const { return m_.layout == NEMOTRON_LAYOUT_NEMO; }
+
+    const gguf_tensor * tensor(const std::string & name) const { return g_.find_tensor(name); }
+
+    // ---- hyperparameters ------------------------------------------------------------------
+
+    void read_architecture() {
+        std::string arch;
+        if (!g_.get_string("general.architecture", arch)) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "'%s' has no general.architecture key, so it is not a model file of either layout",
+                 file_->path().c_str());
+        }
+        if (arch == "nemo") {
+            m_.layout = NEMOTRON_LAYOUT_NEMO;
+        } else if (arch == "asr") {
+            m_.layout = NEMOTRON_LAYOUT_ASR;
+        } else if (arch == "parakeet-ctc") {
+            fail(NEMOTRON_ERR_UNSUPPORTED, "'%s' is a CTC model (general.architecture 'parakeet-ctc'); this engine runs RNN-T models",
+                 file_->path().c_str());
+        } else {
+            fail(NEMOTRON_ERR_UNSUPPORTED,
+                 "general.architecture is '%s'; this engine reads cache-aware FastConformer RNN-T models in the 'nemo' "
+                 "(nemotron-asr.cpp) and 'asr' (NVIDIA NeMo-Speech.cpp) layouts",
+                 arch.c_str());
+        }
+        g_.get_string("general.name", m_.name);
+        if (!is_a()) {
+            std::string head = "rnnt";
+            g_.get_string("asr.head_type", head);
+            if (head != "rnnt") {
+                fail(NEMOTRON_ERR_UNSUPPORTED, "asr.head_type is '%s'; this engine runs RNN-T ('rnnt') models only", head.c_str());
+            }
+            for (const char * key : {"asr.encoder.q8_layout", "asr.encoder.qkv_q8_layout"}) {
+                std::string q8 = "block_q8_0";
+                g_.get_string(key, q8);
+                if (q8 == "tensor_planar_v1") {
+                    fail(NEMOTRON_ERR_UNSUPPORTED,
+                         "%s is 'tensor_planar_v1': this file stores its q8_0 matrices in the planar byte layout that only "
+                         "NeMo-Speech.cpp's CUDA backend reads; convert the model again with the default block_q8_0 layout",
+                         key);
+                } else if (q8 != "block_q8_0") {
+                    fail(NEMOTRON_ERR_UNSUPPORTED, "%s is '%s'; only 'block_q8_0' is supported", key, q8.c_str());
+                }
+            }
+            expect_string("asr.encoder.att_context_style", "chunked_limited",
+                          "only cache-aware models (chunked_limited attention) are supported");
+            expect_string("asr.encoder.conv_norm", "layer_norm",
+                          "batch-norm convolution modules (offline Parakeet models) are not supported");
+            expect_string("asr.encoder.conv_context", "causal", "only causal convolutions are supported");
+            bool cache_supported = true;
+            if (g_.get_bool("asr.encoder.cache_supported", cache_supported) && !cache_supported) {
+                fail(NEMOTRON_ERR_UNSUPPORTED, "asr.encoder.cache_supported is false: the model is not cache-aware");
+            }
+        }
+    }
+
+    void expect_string(const char * key, const char * expected, const char * why) {
+        std::string v;
+        if (g_.get_string(key, v) && v != expected) {
+            fail(NEMOTRON_ERR_UNSUPPORTED, "%s is '%s': %s", key, v.c_str(), why);
+        }
+    }
+
+    // A size from metadata, else from a tensor's shape.
+    int32_t size_key(const std::string & key, const std::string & from_tensor, int dim, int64_t min = 1) {
+        int64_t v = 0;
+        if (g_.get_int(key, min, kMaxSize, v)) return int32_t(v);
+        const gguf_tensor * t = tensor(from_tensor);
+        if (t == nullptr) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "metadata key '%s' is missing, and so is tensor '%s' to infer it from",
+                 key.c_str(), from_tensor.c_str());
+        }
+        return int32_t(t->ne[dim]);
+    }
+
+    int32_t int_key(const std::string & key, int64_t min, int64_t max, int64_t fallback) {
+        int64_t v = fallback;
+        g_.get_int(key, min, max, v);
+        return int32_t(v);
+    }
+
+    float float_key(const std::string & key, float fallback) {
+        float v = fallback;
+        g_.get_float(key, v);
+        return v;
+    }
+
+    bool bool_key(const std::string & key, bool fallback) {
+        bool v = fallback;
+        g_.get_bool(key, v);
+        return v;
+    }
+
+    std::string lstm_name(int layer, const char * which /* "ih" or "hh" */, bool weight) const {
+        if (is_a()) {
+            return format("decoder.prediction.dec_rnn.lstm.%s_%s_l%d", weight ? "weight" : "bias", which, layer);
+        }
+        return format("decoder.prediction.dec_rnn.lstm.%s_l%d.%s", which, layer, weight ? "weight" : "bias");
+    }
+
+    int count_layers(const char * fmt) const {
+        int n = 0;
+        while (tensor(format(fmt, n)) != nullptr) ++n;
+        return n;
+    }
+
+    void read_hparams() {
+        nemotron_hparams & hp = m_.hparams;
+        hp.struct_size = sizeof(hp);
+        const std::string p = is_a() ? "nemo." : "asr.encoder.";
+        const std::string pr = is_a() ? "nemo." : "asr.rnnt.";
+        const std::string pp = is_a() ? "nemo.preprocessor." : "asr.preprocessor.";
+
+        hp.d_model = size_key(p + "d_model", "encoder.pre_encode.out.weight", 1);
+        hp.n_heads = size_key(p + "n_heads", "encoder.layers.0.self_attn.pos_bias_u", 1);
+        int64_t d_head = 0;
+        hp.d_head = is_a() && g_.get_int("nemo.d_head", 1, kMaxSize, d_head) ? int32_t(d_head) : hp.d_model / hp.n_heads;
+        hp.d_ff = size_key(p + "d_ff", "encoder.layers.0.feed_forward1.linear1.weight", 1);
+        int64_t n_layers = 0;
+        hp.n_layers = g_.get_int(p + "n_layers", 1, 4096, n_layers) ? int32_t(n_layers)
+                                                                     : count_layers("encoder.layers.%d.norm_out.weight");
+        if (hp.n_layers == 0) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "the file has no encoder layers (no tensor 'encoder.layers.0.norm_out.weight')");
+        }
+        hp.conv_kernel_size = size_key(is_a() ? "nemo.kernel_size" : "asr.encoder.conv_kernel_size",
+                                       "encoder.layers.0.conv.depthwise_conv.weight", is_a() ? 1 : 0);
+        int64_t factor = 0;
+        if (!g_.get_int(p + "subsampling_factor", 1, 1024, factor)) {
+            factor = int64_t(1) << (1 + count_layers_from(1, "encoder.pre_encode.conv.%d.weight"));
+        }
+        hp.subsampling_factor = int32_t(factor);
+        hp.subsampling_conv_channels = size_key(is_a() ? "nemo.subsampling_conv_channels" : "asr.encoder.subsampling_conv_channels",
+                                                "encoder.pre_encode.conv.0.weight", 3);
+        hp.n_mels = is_a() ? size_key("nemo.n_mels", fb_name(), 1) : size_key("asr.encoder.feat_in", "preprocessor.fb", 1);
+        hp.xscaling = bool_key(p + "xscaling", !is_a()); // NeMo-Speech.cpp assumes true when the key is missing
+        hp.use_bias = bool_key(is_a() ? "nemo.use_bias" : "asr.encoder.use_bias",
+                               tensor("encoder.layers.0.self_attn.linear_q.bias") != nullptr);
+        hp.pos_emb_max_len = int_key(is_a() ? "nemo.pos_emb_max_len" : "asr.encoder.pos_emb_max_len", 1, kMaxSize,
+                                     kDefaultPosEmbMaxLen);
+
+        hp.att_left_context = int_key(is_a() ? "nemo.att_left_context" : "asr.encoder.train_left_ctx", 0, kMaxSize,
+                                      kDefaultLeftContext);
+        std::vector<int64_t> right;
+        if (!g_.get_int_array(p + "att_context_right", 0, kMaxSize, right)) {
+            right.assign(std::begin(kDefaultRightContexts), std::end(kDefaultRightContexts));
+            int64_t first = 0;
+            if (!is_a() && g_.get_int("asr.encoder.train_right_ctx", 0, kMaxSize, first)) {
+                right.erase(std::remove(right.begin(), right.end(), first), right.end());
+                right.insert(right.begin(), first);
+            }
+        }
+        if (right.empty() || right.size() > NEMOTRON_MAX_RIGHT_CONTEXTS) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "metadata key '%satt_context_right' has %zu entries (1 to %d are valid)", p.c_str(),
+                 right.size(), NEMOTRON_MAX_RIGHT_CONTEXTS);
+        }
+        hp.n_att_right_contexts = int32_t(right.size());
+        for (size_t i = 0; i < right.size(); ++i) hp.att_right_contexts[i] = int32_t(right[i]);
+
+        hp.vocab_size = size_key(pr + "vocab_size", "joint.joint_net.2.weight", 1, 2);
+        hp.blank_id = is_a() ? hp.vocab_size - 1 : int_key("asr.rnnt.blank_id", 0, kMaxSize, hp.vocab_size - 1);
+        hp.pred_embed_dim = is_a() ? size_key("nemo.pred_embed_dim", "decoder.prediction.embed.weight", 0)
+                                   : size_key("asr.rnnt.pred_embed_dim", "decoder.prediction.embed.weight", 0);
+        hp.pred_hidden = size_key(is_a() ? "nemo.decoder_dim" : "asr.rnnt.pred_hidden", lstm_name(0, "hh", true), 0);
+        int64_t pred_layers = 0;
+        hp.pred_num_layers = g_.get_int(pr + "pred_num_layers", 1, 64, pred_layers) ? int32_t(pred_layers) : count_lstm_layers();
+        hp.joint_dim = size_key(pr + "joint_dim", "joint.enc.weight", 1);
+        hp.max_symbols_per_step = int_key(pr + "max_symbols_per_step", 1, 1000, kDefaultMaxSymbols);
+        hp.num_prompts = int_key(pr + "num_prompts", 0, kMaxSize, 0);
+
+        hp.sample_rate = int_key(pp + "sample_rate", 1000, 1000000, kDefaultSampleRate);
+        const float window_s = float_key(pp + "window_size", kDefaultWindowSeconds);
+        const float stride_s = float_key(pp + "window_stride", kDefaultStrideSeconds);
+        hp.win_length = int32_t(std::lround(double(window_s) * hp.sample_rate));
+        hp.hop_length = int32_t(std::lround(double(stride_s) * hp.sample_rate));
+        hp.n_fft = int_key(pp + "n_fft", 2, 1 << 16, kDefaultNFft);
+        hp.preemph = float_key(pp + "preemph", kDefaultPreemph);
+        hp.log_zero_guard = float_key(pp + "log_zero_guard_value", kDefaultLogGuard);
+        hp.mag_power = float_key(pp + "mag_power", kDefaultMagPower);
+        // Dither is a training-time augmentation; NeMo applies none at inference.
+        hp.dither = float_key(pp + "dither", 0.0f);
+        std::string normalize = "NA";
+        g_.get_string(pp + "normalize", normalize);
+        if (normalize == "NA" || normalize == "None" || normalize.empty()) {
+            hp.normalize = NEMOTRON_NORMALIZE_NONE;
+        } else if (normalize == "per_feature") {
+            hp.normalize = NEMOTRON_NORMALIZE_PER_FEATURE;
+        } else if (normalize == "all_features") {
+            hp.normalize = NEMOTRON_NORMALIZE_ALL;
+        } else {
+            fail(NEMOTRON_ERR_UNSUPPORTED, "%snormalize is '%s' (expected NA, per_feature or all_features)", pp.c_str(),
+                 normalize.c_str());
+        }
+        if (!is_a()) {
+            int64_t features = 0;
+            if (g_.get_int("asr.preprocessor.features", 1, kMaxSize, features) && features != hp.n_mels) {
+                fail(NEMOTRON_ERR_INVALID_MODEL, "asr.preprocessor.features = %lld but asr.encoder.feat_in = %d",
+                     (long long) features, hp.n_mels);
+            }
+            bool center = true;
+            if (g_.get_bool("asr.preprocessor.stft_center_window", center) && !center) {
+                fail(NEMOTRON_ERR_UNSUPPORTED, "asr.preprocessor.stft_center_window is false; only centred STFT frames are supported");
+            }
+        }
+    }
+
+    int count_layers_from(int first_stage, const char * fmt) const {
+        int n = 0;
+        while (tensor(format(fmt, 3 * (first_stage + n))) != nullptr) ++n;
+        return n;
+    }
+
+    int count_lstm_layers() const {
+        int n = 0;
+        while (tensor(lstm_name(n, "ih", true)) != nullptr) ++n;
+        return n;
+    }
+
+    std::string fb_name() const {
+        return tensor("preprocessor.featurizer.fb") != nullptr ? "preprocessor.featurizer.fb" : "preprocessor.fb";
+    }
+
+    void read_vocabulary() {
+        const int n_expected = m_.hparams.vocab_size - 1;
+        if (is_a()) {
+            if (!g_.get_string_array("tokenizer.vocab_list", m_.pieces)) {
+                std::string blob;
+                if (!g_.get_string("tokenizer.vocab", blob)) {
+                    fail(NEMOTRON_ERR_INVALID_MODEL, "the file has no vocabulary (neither tokenizer.vocab_list nor tokenizer.vocab)");
+                }
+                // The legacy encoding: one 8-byte NUL-padded record per piece.
+                if (blob.size() < size_t(n_expected) * 8) {
+                    fail(NEMOTRON_ERR_INVALID_MODEL, "tokenizer.vocab holds %zu bytes, but %d pieces of 8 bytes need %zu",
+                         blob.size(), n_expected, size_t(n_expected) * 8);
+                }
+                m_.pieces.clear();
+                for (int i = 0; i < n_expected; ++i) {
+                    const char * rec = blob.data() + size_t(i) * 8;
+                    m_.pieces.emplace_back(rec, strnlen(rec, 8));
+                }
+            }
+        } else if (!g_.get_string_array("asr.tokenizer.vocab", m_.pieces)) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "the file has no vocabulary (asr.tokenizer.vocab)");
+        }
+        if (int64_t(m_.pieces.size()) != n_expected) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "the vocabulary has %zu pieces, but vocab_size %d (with the blank) needs %d",
+                 m_.pieces.size(), m_.hparams.vocab_size, n_expected);
+        }
+    }
+
+    void check_hparams() {
+        const nemotron_hparams & hp = m_.hparams;
+        if (int64_t(hp.n_heads) * hp.d_head != hp.d_model) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "inconsistent hyperparameters: n_heads %d x d_head %d != d_model %d", hp.n_heads,
+                 hp.d_head, hp.d_model);
+        }
+        if (hp.blank_id != hp.vocab_size - 1) {
+            fail(NEMOTRON_ERR_UNSUPPORTED, "blank_id is %d; this engine expects the blank to be the last id (%d)", hp.blank_id,
+                 hp.vocab_size - 1);
+        }
+        const int f = hp.subsampling_factor;
+        if (f < 2 || f > 64 || (f & (f - 1)) != 0) {
+            fail(NEMOTRON_ERR_UNSUPPORTED, "subsampling_factor %d is not supported (a power of two from 2 to 64)", f);
+        }
+        if (hp.n_fft < hp.win_length || hp.win_length < 1 || hp.hop_length < 1) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "inconsistent preprocessor: window %d samples, hop %d, n_fft %d", hp.win_length,
+                 hp.hop_length, hp.n_fft);
+        }
+        if (tensor(format("encoder.layers.%d.norm_out.weight", hp.n_layers)) != nullptr) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "inconsistent hyperparameters: n_layers is %d but the file holds layer %d too",
+                 hp.n_layers, hp.n_layers);
+        }
+        if (tensor(lstm_name(hp.pred_num_layers, "ih", true)) != nullptr) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "inconsistent hyperparameters: pred_num_layers is %d but the file holds LSTM layer %d too",
+                 hp.pred_num_layers, hp.pred_num_layers);
+        }
+    }
+
+    // ---- tensors ----------------------------------------------------------------------------
+
+    struct pending { ggml_tensor * t; const gguf_tensor * src; };
+
+    const gguf_tensor * check_tensor(const std::string & name, std::vector<int64_t> expected, dtype_rule rule, bool required) {
+        const gguf_tensor * t = tensor(name);
+        if (t == nullptr) {
+            if (required) fail(NEMOTRON_ERR_INVALID_MODEL, "tensor '%s' is missing", name.c_str());
+            return nullptr;
+        }
+        while (expected.size() > 1 && expected.back() == 1) expected.pop_back();
+        if (effective_shape(*t) != expected) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "tensor '%s' has shape ne %s, expected ne %s from the model's hyperparameters",
+                 name.c_str(), shape_str(t->ne, int(t->n_dims)).c_str(),
+                 shape_str(expected.data(), int(expected.size())).c_str());
+        }
+        if (!dtype_allowed(rule, t->type)) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "tensor '%s' has type %s, expected %s", name.c_str(), ggml_type_name(t->type),
+                 dtype_rule_text(rule));
+        }
+        return t;
+    }
+
+    // Checks a file tensor and creates its engine tensor under the canonical (NeMo) name.
+    ggml_tensor * bind(const std::string & name, std::vector<int64_t> expected, dtype_rule rule, const char * group,
+                       bool required = true, const std::string & canonical = std::string()) {
+        const gguf_tensor * src = check_tensor(name, expected, rule, required);
+        if (src == nullptr) return nullptr;
+        const std::string & engine_name = canonical.empty() ? name : canonical;
+        ggml_tensor * t = ggml_new_tensor(m_.ctx_file, src->type, int(src->n_dims), src->ne);
+        ggml_set_name(t, engine_name.c_str());
+        pending_.push_back({t, src});
+        record(engine_name, group, t);
+        return t;
+    }
+
+    void record(const std::string & name, const char * group, ggml_tensor * t) {
+        tensor_record r;
+        r.name = name;
+        r.group = group;
+        r.tensor = t;
+        r.type = t->type;
+        r.n_dims = ggml_n_dims(t);
+        std::copy(t->ne, t->ne + 4, r.ne);
+        r.n_bytes = ggml_nbytes(t);
+        m_.tensors.push_back(r);
+    }
+
+    void bind_tensors() {
+        const nemotron_hparams & hp = m_.hparams;
+        const int64_t d = hp.d_model, C = hp.subsampling_conv_channels;
+        const int n_stages = int(std::log2(double(hp.subsampling_factor)) + 0.5);
+        const size_t n_derived = size_t(hp.n_layers);
+        ggml_init_params ip = {ggml_tensor_overhead() * (g_.tensors().size() + 8), nullptr, true};
+        m_.ctx_file = ggml_init(ip);
+        ggml_init_params dp = {ggml_tensor_overhead() * (n_derived + 8), nullptr, true};
+        m_.ctx_derived = ggml_init(dp);
+        if (m_.ctx_file == nullptr || m_.ctx_derived == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "out of memory");
+
+        // Subsampling: each causal stride-2 stage maps a length x to x / 2 + 1.
+        const auto bias = [&](const std::string & name, int64_t n, const char * group, bool present = true) {
+            return present ? bind(name, {n}, dtype_rule::vector, group) : nullptr;
+        };
+        subsampling_weights & sub = m_.subsampling;
+        int64_t freq = hp.n_mels;
+        sub.stages.resize(size_t(n_stages));
+        for (int s = 0; s < n_stages; ++s) {
+            subsampling_weights::stage & st = sub.stages[size_t(s)];
+            const std::string pre = "encoder.pre_encode.conv.";
+            if (s == 0) {
+                st.pw_w = bind(pre + "0.weight", {kSubsamplingKernel, kSubsamplingKernel, 1, C}, dtype_rule::kernel, "subsampling");
+                st.pw_b = bias(pre + "0.bias", C, "subsampling");
+            } else {
+                st.dw_w = bind(pre + std::to_string(3 * s - 1) + ".weight", {kSubsamplingKernel, kSubsamplingKernel, 1, C},
+                               dtype_rule::kernel, "subsampling");
+                st.dw_b = bias(pre + std::to_string(3 * s - 1) + ".bias", C, "subsampling");
+                st.pw_w = bind(pre + std::to_string(3 * s) + ".weight", {1, 1, C, C}, dtype_rule::kernel, "subsampling");
+                st.pw_b = bias(pre + std::to_string(3 * s) + ".bias", C, "subsampling");
+            }
+            freq = freq / 2 + 1;
+        }
+        // A symmetric (non-causal) stage maps x to (x - 1) / 2 + 1 instead.
+        int64_t freq_symmetric = hp.n_mels;
+        for (int s = 0; s < n_stages; ++s) freq_symmetric = (freq_symmetric - 1) / 2 + 1;
+        const gguf_tensor * out = tensor("encoder.pre_encode.out.weight");
+        if (out != nullptr && freq_symmetric != freq && out->ne[0] == C * freq_symmetric) {
+            fail(NEMOTRON_ERR_UNSUPPORTED, "the subsampling is not causal (its projection takes %lld features): "
+                 "only causal (cache-aware) models are supported", (long long) out->ne[0]);
+        }
+        sub.out_w = bind("encoder.pre_encode.out.weight", {C * freq, d}, dtype_rule::matrix, "subsampling");
+        sub.out_b = bias("encoder.pre_encode.out.bias", d, "subsampling");
+
+        m_.layers.resize(size_t(hp.n_layers));
+        for (int il = 0; il < hp.n_layers; ++il) {
+            conformer_layer_weights & L = m_.layers[size_t(il)];
+            const std::string pre = format("encoder.layers.%d.", il);
+            const auto norm = [&](const std::string & n, ggml_tensor *& w, ggml_tensor *& b) {
+                w = bind(pre + n + ".weight", {d}, dtype_rule::vector, "norm");
+                b = bind(pre + n + ".bias", {d}, dtype_rule::vector, "norm");
+            };
+            const auto linear = [&](const std::string & n, int64_t in, int64_t outn, const char * group, ggml_tensor *& w,
+                                    ggml_tensor ** b) {
+                w = bind(pre + n + ".weight", {in, outn}, dtype_rule::matrix, group);
+                if (b) *b = bias(pre + n + ".bias", outn, group, hp.use_bias);
+            };
+            norm("norm_feed_forward1", L.norm_ff1_w, L.norm_ff1_b);
+            linear("feed_forward1.linear1", d, hp.d_ff, "feed_forward", L.ff1_w1, &L.ff1_b1);
+            linear("feed_forward1.linear2", hp.d_ff, d, "feed_forward", L.ff1_w2, &L.ff1_b2);
+            norm("norm_self_att", L.norm_att_w, L.norm_att_b);
+            linear("self_attn.linear_q", d, d, "attention", L.q_w, &L.q_b);
+            linear("self_attn.linear_k", d, d, "attention", L.k_w, &L.k_b);
+            linear("self_attn.linear_v", d, d, "attention", L.v_w, &L.v_b);
+            linear("self_attn.linear_out", d, d, "attention", L.out_w, &L.out_b);
+            linear("self_attn.linear_pos", d, d, "attention", L.pos_w, nullptr);
+            L.pos_bias_u = bind(pre + "self_attn.pos_bias_u", {hp.d_head, hp.n_heads}, dtype_rule::kernel, "attention");
+            L.pos_bias_v = bind(pre + "self_attn.pos_bias_v", {hp.d_head, hp.n_heads}, dtype_rule::kernel, "attention");
+            norm("norm_conv", L.norm_conv_w, L.norm_conv_b);
+            linear("conv.pointwise_conv1", d, 2 * d, "convolution", L.pw1_w, &L.pw1_b);
+            L.dw_w = bind_depthwise(pre + "conv.depthwise_conv.weight");
+            L.dw_b = bias(pre + "conv.depthwise_conv.bias", d, "convolution", hp.use_bias);
+            norm("conv.batch_norm", L.conv_norm_w, L.conv_norm_b);
+            linear("conv.pointwise_conv2", d, d, "convolution", L.pw2_w, &L.pw2_b);
+            norm("norm_feed_forward2", L.norm_ff2_w, L.norm_ff2_b);
+            linear("feed_forward2.linear1", d, hp.d_ff, "feed_forward", L.ff2_w1, &L.ff2_b1);
+            linear("feed_forward2.linear2", hp.d_ff, d, "feed_forward", L.ff2_w2, &L.ff2_b2);
+            norm("norm_out", L.norm_out_w, L.norm_out_b);
+        }
+
+        const int64_t V = hp.vocab_size, H = hp.pred_hidden, J = hp.joint_dim;
+        predictor_weights & P = m_.predictor;
+        P.embed = bind("decoder.prediction.embed.weight", {hp.pred_embed_dim, V}, dtype_rule::matrix, "predictor");
+        P.lstm.resize(size_t(hp.pred_num_layers));
+        for (int l = 0; l < hp.pred_num_layers; ++l) {
+            const int64_t in = l == 0 ? hp.pred_embed_dim : H;
+            // PyTorch's names (layout A's) are canonical; layout B renames them.
+            const auto pt = [l](const char * kind, const char * which) {
+                return format("decoder.prediction.dec_rnn.lstm.%s_%s_l%d", kind, which, l);
+            };
+            lstm_layer_weights & lw = P.lstm[size_t(l)];
+            lw.w_ih = bind(lstm_name(l, "ih", true), {in, 4 * H}, dtype_rule::matrix, "predictor", true, pt("weight", "ih"));
+            lw.w_hh = bind(lstm_name(l, "hh", true), {H, 4 * H}, dtype_rule::matrix, "predictor", true, pt("weight", "hh"));
+            lw.b_ih = bind(lstm_name(l, "ih", false), {4 * H}, dtype_rule::vector, "predictor", true, pt("bias", "ih"));
+            lw.b_hh = bind(lstm_name(l, "hh", false), {4 * H}, dtype_rule::vector, "predictor", true, pt("bias", "hh"));
+        }
+        joint_weights & Jw = m_.joint;
+        Jw.pred_w = bind("joint.pred.weight", {H, J}, dtype_rule::matrix, "joint");
+        Jw.pred_b = bind("joint.pred.bias", {J}, dtype_rule::vector, "joint");
+        Jw.enc_w = bind("joint.enc.weight", {d, J}, dtype_rule::matrix, "joint");
+        Jw.enc_b = bind("joint.enc.bias", {J}, dtype_rule::vector, "joint");
+        Jw.out_w = bind("joint.joint_net.2.weight", {J, V}, dtype_rule::matrix, "joint");
+        Jw.out_b = bind("joint.joint_net.2.bias", {V}, dtype_rule::vector, "joint");
+
+        if (hp.num_prompts > 0) {
+            prompt_weights & pw = m_.prompt;
+            pw.w1 = bind("prompt_kernel.0.weight", {d + hp.num_prompts, 2 * d}, dtype_rule::matrix, "prompt");
+            pw.b1 = bind("prompt_kernel.0.bias", {2 * d}, dtype_rule::vector, "prompt");
+            pw.w2 = bind("prompt_kernel.2.weight", {2 * d, d}, dtype_rule::matrix, "prompt");
+            pw.b2 = bind("prompt_kernel.2.bias", {d}, dtype_rule::vector, "prompt");
+        }
+
+        const gguf_tensor * pe = tensor("encoder.pos_enc.pe");
+        if (pe != nullptr) {
+            m_.pos_table = bind("encoder.pos_enc.pe", {d, 2 * int64_t(hp.pos_emb_max_len) - 1}, dtype_rule::vector, "positional");
+        }
+    }
+
+    // The depthwise conv is held as F32 ne [kernel, d_model] whatever the file stores:
+    // layout A writes F32 ne [d_model, kernel], layout B F16 ne [kernel, 1, d_model].
+    ggml_tensor * bind_depthwise(const std::string & name) {
+        const int64_t d = m_.hparams.d_model, k = m_.hparams.conv_kernel_size;
+        const gguf_tensor * src = is_a() ? check_tensor(name, {d, k}, dtype_rule::kernel, true)
+                                         : check_tensor(name, {k, 1, d}, dtype_rule::kernel, true);
+        ggml_tensor * t = ggml_new_tensor_2d(m_.ctx_derived, GGML_TYPE_F32, k, d);
+        ggml_set_name(t, name.c_str());
+        std::vector<float> src_f32(size_t(d * k));
+        const uint8_t * p = file_->data() + g_.data_offset() + src->offset;
+        if (src->type == GGML_TYPE_F16) {
+            ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(p), src_f32.data(), d * k);
+        } else {
+            std::memcpy(src_f32.data(), p, size_t(d * k) * sizeof(float));
+        }
+        std::vector<float> data(size_t(d * k));
+        for (int64_t c = 0; c < d; ++c) {
+            for (int64_t j = 0; j < k; ++j) {
+                data[size_t(j + c * k)] = is_a() ? src_f32[size_t(c + j * d)] : src_f32[size_t(j + c * k)];
+            }
+        }
+        derived_.push_back({t, std::move(data)});
+        record(name, "convolution", t);
+        return t;
+    }
+
+    void read_frontend_tables() {
+        const nemotron_hparams & hp = m_.hparams;
+        const int64_t n_bins = hp.n_fft / 2 + 1;
+        const std::string fb = fb_name();
+        const gguf_tensor * t = check_tensor(fb, {n_bins, hp.n_mels}, dtype_rule::vector, false);
+        if (t != nullptr) {
+            const float * p = reinterpret_cast<const float *>(file_->data() + g_.data_offset() + t->offset);
+            m_.mel_filterbank.assign(p, p + n_bins * hp.n_mels);
+        } else {
+            m_.mel_filterbank = slaney_mel_filterbank(hp.sample_rate, hp.n_fft, hp.n_mels, 0.0, hp.sample_rate / 2.0);
+        }
+        record_host("preprocessor.featurizer.fb", {n_bins, hp.n_mels}, m_.mel_filterbank.size());
+        const gguf_tensor * w = check_tensor("preprocessor.featurizer.window", {hp.win_length}, dtype_rule::vector, false);
+        if (w != nullptr) {
+            const float * p = reinterpret_cast<const float *>(file_->data() + g_.data_offset() + w->offset);
+            m_.window.assign(p, p + hp.win_length);
+        } else {
+            m_.window = hann_window(hp.win_length, bool_key("asr.preprocessor.hann_periodic", false));
+        }
+        record_host("preprocessor.featurizer.window", {hp.win_length}, m_.window.size());
+    }
+
+    void record_host(const std::string & name, std::vector<int64_t> ne, size_t n) {
+        tensor_record r;
+        r.name = name;
+        r.group = "frontend";
+        r.n_dims = int32_t(ne.size());
+        std::copy(ne.begin(), ne.end(), r.ne);
+        r.n_bytes = n * sizeof(float);
+        m_.tensors.push_back(r);
+    }
+
+    // ---- placement --------------------------------------------------------------------------
+
+    void place_weights(ggml_backend_dev_t device, bool use_mmap) {
+        ggml_backend_dev_props props;
+        ggml_backend_dev_get_props(device, &props);
+        const uint8_t * base = file_->data() + g_.data_offset();
+        size_t data_size = file_->size() - size_t(g_.data_offset());
+        size_t max_tensor = 0;
+        for (const pending & p : pending_) max_tensor = std::max(max_tensor, size_t(p.src->n_bytes));
+
+        // ggml's host buffers need 32-byte aligned tensors; GGUF's default alignment gives that.
+        const bool aligned = reinterpret_cast<uintptr_t>(base) % 32 == 0 && g_.alignment() % 32 == 0;
+        if (use_mmap && props.caps.buffer_from_host_ptr && aligned && data_size > 0) {
+            m_.buf_file = ggml_backend_dev_buffer_from_host_ptr(device, const_cast<uint8_t *>(base), data_size, max_tensor);
+            if (m_.buf_file == nullptr) fail(NEMOTRON_ERR_BACKEND, "the %s backend cannot use the mapped file", props.name);
+            for (const pending & p : pending_) {
+                if (ggml_backend_tensor_alloc(m_.buf_file, p.t, const_cast<uint8_t *>(base) + p.src->offset) != GGML_STATUS_SUCCESS) {
+                    fail(NEMOTRON_ERR_BACKEND, "cannot place tensor '%s' in the mapped file", p.src->name.c_str());
+                }
+            }
+            m_.weights_mapped = true;
+        } else {
+            m_.buf_file = ggml_backend_alloc_ctx_tensors_from_buft(m_.ctx_file, ggml_backend_dev_buffer_type(device));
+            if (m_.buf_file == nullptr) {
+                fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate %zu bytes of weights on %s", data_size, props.name);
+            }
+            for (const pending & p : pending_) {
+                ggml_backend_tensor_set(p.t, base + p.src->offset, 0, size_t(p.src->n_bytes));
+            }
+        }
+        ggml_backend_buffer_set_usage(m_.buf_file, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+
+        m_.buf_derived = ggml_backend_alloc_ctx_tensors_from_buft(m_.ctx_derived, ggml_backend_dev_buffer_type(device));
+        if (m_.buf_derived == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate derived weights on %s", props.name);
+        ggml_backend_buffer_set_usage(m_.buf_derived, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        for (const derived & dv : derived_) {
+            ggml_backend_tensor_set(dv.t, dv.data.data(), 0, dv.data.size() * sizeof(float));
+        }
+        if (m_.weights_mapped) {
+            m_.mapping = std::move(file_);
+        }
+    }
+
+    void summarize() {
+        std::map<std::string, std::map<ggml_type, uint64_t>> params_by_type;
+        static const char * order[] = {"subsampling", "attention", "feed_forward", "convolution", "norm", "positional",
+                                       "predictor", "joint", "prompt", "frontend"};
+        for (const tensor_record & r : m_.tensors) {
+            uint64_t n = 1;
+            for (int i = 0; i < r.n_dims; ++i) n *= uint64_t(r.ne[i]);
+            params_by_type[r.group][r.type] += n;
+            m_.weight_bytes += r.n_bytes;
+        }
+        for (const char * name : order) {
+            auto it = params_by_type.find(name);
+            if (it == params_by_type.end()) continue;
+            group_record g;
+            g.name = name;
+            ggml_type dominant = GGML_TYPE_F32;
+            uint64_t most = 0;
+            for (const auto & tp : it->second) {
+                g.n_params += tp.second;
+                if (tp.second > most) { most = tp.second; dominant = tp.first; }
+            }
+            g.type = ggml_type_name(dominant);
+            for (const tensor_record & r : m_.tensors) {
+                if (r.group == name) { g.n_tensors++; g.n_bytes += r.n_bytes; }
+            }
+            m_.groups.push_back(g);
+        }
+        for (const group_record & g : m_.groups) {
+            if (g.name == "feed_forward") m_.weight_type = g.type;
+        }
+    }
+
+    struct derived { ggml_tensor * t; std::vector<float> data; };
+
+    model & m_;
+    std::unique_ptr<mapped_file> file_;
+    gguf_file g_;
+    std::vector<pending> pending_;
+    std::vector<derived> derived_;
+};
+
+} // namespace
+
+void load_model(const std::string & path, ggml_backend_dev_t device, bool use_mmap, model & m) {
+    loader(path, m).run(device, use_mmap);
+}
+
+} // namespace nemotron

@@ -1,0 +1,242 @@
+// The C API: every entry point catches what the engine throws and turns it into a status
+// and a thread-local message.
+#include "nemotron-asr.h"
+
+#include "error.h"
+#include "model.h"
+#include "system_info.h"
+
+#include "ggml-backend.h"
+#include "ggml.h"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+struct nemotron_context {
+    nemotron::model    model;
+    ggml_backend_dev_t device = nullptr;
+    ggml_backend_t     backend = nullptr;
+    int                n_threads = 1;
+
+    ~nemotron_context() {
+        if (backend) ggml_backend_free(backend);
+    }
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+template <class F>
+nemotron_status guarded(F && body) {
+    try {
+        body();
+        g_last_error.clear();
+        return NEMOTRON_OK;
+    } catch (const nemotron::error & e) {
+        g_last_error = e.what();
+        return e.status();
+    } catch (const std::bad_alloc &) {
+        g_last_error = "out of memory";
+        return NEMOTRON_ERR_NO_MEMORY;
+    } catch (const std::exception & e) {
+        g_last_error = std::string("internal error: ") + e.what();
+        return NEMOTRON_ERR_INTERNAL;
+    } catch (...) {
+        g_last_error = "internal error";
+        return NEMOTRON_ERR_INTERNAL;
+    }
+}
+
+// Info structs may come from a caller built against an older, smaller header: fill only
+// the fields it has room for.
+template <class T>
+nemotron_status copy_out(const T & full, T * out) {
+    if (out == nullptr || out->struct_size == 0) {
+        nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the output struct is NULL or its struct_size is not set");
+    }
+    const size_t n = std::min(out->struct_size, sizeof(T));
+    std::memcpy(static_cast<void *>(out), &full, n);
+    out->struct_size = n;
+    return NEMOTRON_OK;
+}
+
+void set_threads(ggml_backend_t backend, int n_threads) {
+    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(backend));
+    auto set_n_threads = reinterpret_cast<ggml_backend_set_n_threads_t>(
+        ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"));
+    if (set_n_threads != nullptr) set_n_threads(backend, n_threads);
+}
+
+} // namespace
+
+extern "C" {
+
+const char * nemotron_version(void) { return NEMOTRON_ASR_VERSION; }
+
+const char * nemotron_ggml_version(void) { return ggml_version(); }
+
+const char * nemotron_last_error(void) { return g_last_error.c_str(); }
+
+int nemotron_backend_count(void) { return int(ggml_backend_reg_count()); }
+
+const char * nemotron_backend_name(int index) {
+    if (index < 0 || size_t(index) >= ggml_backend_reg_count()) return nullptr;
+    return ggml_backend_reg_name(ggml_backend_reg_get(size_t(index)));
+}
+
+int nemotron_device_count(void) { return int(ggml_backend_dev_count()); }
+
+nemotron_status nemotron_device_get_info(int index, struct nemotron_device_info * info) {
+    return guarded([&] {
+        if (index < 0 || size_t(index) >= ggml_backend_dev_count()) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "device index %d is out of range (0 to %zu)", index,
+                           ggml_backend_dev_count() - 1);
+        }
+        ggml_backend_dev_t dev = ggml_backend_dev_get(size_t(index));
+        ggml_backend_dev_props props;
+        ggml_backend_dev_get_props(dev, &props);
+        nemotron_device_info full = {};
+        full.struct_size = sizeof(full);
+        full.name = ggml_backend_dev_name(dev);
+        full.description = ggml_backend_dev_description(dev);
+        switch (props.type) {
+            case GGML_BACKEND_DEVICE_TYPE_GPU:   full.type = NEMOTRON_DEVICE_GPU; break;
+            case GGML_BACKEND_DEVICE_TYPE_IGPU:  full.type = NEMOTRON_DEVICE_IGPU; break;
+            case GGML_BACKEND_DEVICE_TYPE_CPU:   full.type = NEMOTRON_DEVICE_CPU; break;
+            default:                             full.type = NEMOTRON_DEVICE_ACCEL; break;
+        }
+        full.memory_free = props.memory_free;
+        full.memory_total = props.memory_total;
+        copy_out(full, info);
+    });
+}
+
+const char * nemotron_cpu_features(void) { return nemotron::cpu_features_text().c_str(); }
+
+const char * nemotron_print_system_info(void) { return nemotron::system_info_text().c_str(); }
+
+struct nemotron_context_params nemotron_context_default_params(void) {
+    nemotron_context_params p = {};
+    p.struct_size = sizeof(p);
+    p.backend = NEMOTRON_BACKEND_AUTO;
+    p.gpu_device = 0;
+    p.n_threads = 0;
+    p.use_mmap = true;
+    return p;
+}
+
+nemotron_status nemotron_init_from_file(const char * path, const struct nemotron_context_params * params,
+                                        struct nemotron_context ** out) {
+    if (out != nullptr) *out = nullptr;
+    return guarded([&] {
+        if (path == nullptr || out == nullptr) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "path and out must not be NULL");
+        }
+        nemotron_context_params p = nemotron_context_default_params();
+        if (params != nullptr) {
+            if (params->struct_size == 0 || params->struct_size > sizeof(p)) {
+                nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "params->struct_size is %zu; expected at most %zu",
+                               params->struct_size, sizeof(p));
+            }
+            std::memcpy(static_cast<void *>(&p), params, params->struct_size);
+        }
+        if (p.n_threads < 0) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "n_threads must be 0 (all physical cores) or positive, not %d", p.n_threads);
+        }
+        std::unique_ptr<nemotron_context> ctx(new nemotron_context());
+        ctx->device = nemotron::select_device(p.backend, p.gpu_device);
+        nemotron::load_model(path, ctx->device, p.use_mmap, ctx->model);
+        ctx->backend = ggml_backend_dev_init(ctx->device, nullptr);
+        if (ctx->backend == nullptr) {
+            nemotron::fail(NEMOTRON_ERR_BACKEND, "cannot start the %s backend", ggml_backend_dev_name(ctx->device));
+        }
+        ctx->n_threads = p.n_threads > 0 ? p.n_threads : nemotron::physical_core_count();
+        set_threads(ctx->backend, ctx->n_threads);
+        *out = ctx.release();
+    });
+}
+
+void nemotron_free(struct nemotron_context * ctx) { delete ctx; }
+
+nemotron_status nemotron_get_hparams(const struct nemotron_context * ctx, struct nemotron_hparams * out) {
+    return guarded([&] {
+        if (ctx == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx is NULL");
+        copy_out(ctx->model.hparams, out);
+    });
+}
+
+nemotron_layout nemotron_model_layout(const struct nemotron_context * ctx) { return ctx->model.layout; }
+const char * nemotron_model_name(const struct nemotron_context * ctx) { return ctx->model.name.c_str(); }
+const char * nemotron_model_weight_type(const struct nemotron_context * ctx) { return ctx->model.weight_type.c_str(); }
+uint64_t nemotron_model_file_size(const struct nemotron_context * ctx) { return ctx->model.file_size; }
+uint64_t nemotron_model_weight_bytes(const struct nemotron_context * ctx) { return ctx->model.weight_bytes; }
+const char * nemotron_model_backend(const struct nemotron_context * ctx) { return ggml_backend_dev_name(ctx->device); }
+int nemotron_model_n_threads(const struct nemotron_context * ctx) { return ctx->n_threads; }
+bool nemotron_model_uses_mmap(const struct nemotron_context * ctx) { return ctx->model.weights_mapped; }
+
+int nemotron_n_pieces(const struct nemotron_context * ctx) { return int(ctx->model.pieces.size()); }
+
+const char * nemotron_piece(const struct nemotron_context * ctx, int id, size_t * len) {
+    if (id < 0 || size_t(id) >= ctx->model.pieces.size()) {
+        if (len) *len = 0;
+        return nullptr;
+    }
+    const std::string & s = ctx->model.pieces[size_t(id)];
+    if (len) *len = s.size();
+    return s.c_str();
+}
+
+const float * nemotron_model_window(const struct nemotron_context * ctx, size_t * n) {
+    if (n) *n = ctx->model.window.size();
+    return ctx->model.window.data();
+}
+
+const float * nemotron_model_mel_filterbank(const struct nemotron_context * ctx, size_t * n) {
+    if (n) *n = ctx->model.mel_filterbank.size();
+    return ctx->model.mel_filterbank.data();
+}
+
+int nemotron_n_tensors(const struct nemotron_context * ctx) { return int(ctx->model.tensors.size()); }
+
+nemotron_status nemotron_get_tensor_info(const struct nemotron_context * ctx, int index, struct nemotron_tensor_info * out) {
+    return guarded([&] {
+        if (ctx == nullptr || index < 0 || size_t(index) >= ctx->model.tensors.size()) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "tensor index %d is out of range", index);
+        }
+        const nemotron::tensor_record & r = ctx->model.tensors[size_t(index)];
+        nemotron_tensor_info full = {};
+        full.struct_size = sizeof(full);
+        full.name = r.name.c_str();
+        full.group = r.group.c_str();
+        full.type = ggml_type_name(r.type);
+        full.n_dims = r.n_dims;
+        std::copy(r.ne, r.ne + 4, full.ne);
+        full.n_bytes = r.n_bytes;
+        copy_out(full, out);
+    });
+}
+
+int nemotron_n_tensor_groups(const struct nemotron_context * ctx) { return int(ctx->model.groups.size()); }
+
+nemotron_status nemotron_get_tensor_group(const struct nemotron_context * ctx, int index, struct nemotron_tensor_group * out) {
+    return guarded([&] {
+        if (ctx == nullptr || index < 0 || size_t(index) >= ctx->model.groups.size()) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "tensor group index %d is out of range", index);
+        }
+        const nemotron::group_record & g = ctx->model.groups[size_t(index)];
+        nemotron_tensor_group full = {};
+        full.struct_size = sizeof(full);
+        full.name = g.name.c_str();
+        full.type = g.type.c_str();
+        full.n_tensors = g.n_tensors;
+        full.n_params = g.n_params;
+        full.n_bytes = g.n_bytes;
+        copy_out(full, out);
+    });
+}
+
+} // extern "C"

@@ -1,0 +1,104 @@
+#include "system_info.h"
+
+#include "error.h"
+#include "nemotron-asr.h"
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace nemotron {
+
+int physical_core_count() {
+    // Hyper-threads share a core's arithmetic units, so ggml runs best with one thread per
+    // physical core; Linux lists each logical CPU's (package, core) pair in sysfs.
+    std::set<std::pair<int, int>> cores;
+    const unsigned n_logical = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned cpu = 0; cpu < n_logical; ++cpu) {
+        const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+        std::ifstream pkg(dir + "physical_package_id"), core(dir + "core_id");
+        int p = -1, c = -1;
+        if (!(pkg >> p) || !(core >> c)) {
+            return int(n_logical);
+        }
+        cores.insert({p, c});
+    }
+    return cores.empty() ? int(n_logical) : int(cores.size());
+}
+
+static std::string device_list() {
+    std::string s;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        s += (i ? ", " : "") + std::string(ggml_backend_dev_name(ggml_backend_dev_get(i)));
+    }
+    return s.empty() ? "none" : s;
+}
+
+ggml_backend_dev_t select_device(int backend_kind, int gpu_index) {
+    std::vector<ggml_backend_dev_t> gpus;
+    ggml_backend_dev_t cpu = nullptr;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        const enum ggml_backend_dev_type t = ggml_backend_dev_type(dev);
+        if (t == GGML_BACKEND_DEVICE_TYPE_GPU || t == GGML_BACKEND_DEVICE_TYPE_IGPU) {
+            gpus.push_back(dev);
+        } else if (t == GGML_BACKEND_DEVICE_TYPE_CPU && cpu == nullptr) {
+            cpu = dev;
+        }
+    }
+    switch (backend_kind) {
+        case NEMOTRON_BACKEND_AUTO:
+            if (!gpus.empty()) return gpus[0];
+            if (cpu != nullptr) return cpu;
+            break;
+        case NEMOTRON_BACKEND_CPU:
+            if (cpu != nullptr) return cpu;
+            break;
+        case NEMOTRON_BACKEND_GPU:
+            if (gpu_index >= 0 && size_t(gpu_index) < gpus.size()) return gpus[size_t(gpu_index)];
+            fail(NEMOTRON_ERR_BACKEND, "there is no GPU %d: this build found %zu GPU device(s) (devices: %s)", gpu_index,
+                 gpus.size(), device_list().c_str());
+        default:
+            fail(NEMOTRON_ERR_INVALID_ARG, "unknown backend kind %d", backend_kind);
+    }
+    fail(NEMOTRON_ERR_BACKEND, "no CPU device was found (devices: %s)", device_list().c_str());
+}
+
+const std::string & cpu_features_text() {
+    static const std::string text = [] {
+        std::string s;
+        ggml_backend_reg_t reg = ggml_backend_reg_by_name("CPU");
+        if (reg == nullptr) return s;
+        auto get_features = reinterpret_cast<ggml_backend_get_features_t>(
+            ggml_backend_reg_get_proc_address(reg, "ggml_backend_get_features"));
+        if (get_features == nullptr) return s;
+        for (const ggml_backend_feature * f = get_features(reg); f != nullptr && f->name != nullptr; ++f) {
+            s += (s.empty() ? "" : " | ") + std::string(f->name) + " = " + f->value;
+        }
+        return s;
+    }();
+    return text;
+}
+
+const std::string & system_info_text() {
+    static const std::string text = [] {
+        std::string s = std::string("nemotron-asr ") + nemotron_version() + " | ggml " + ggml_version() + " | backends: ";
+        for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+            s += (i ? ", " : "") + std::string(ggml_backend_reg_name(ggml_backend_reg_get(i)));
+        }
+        s += " | devices: ";
+        for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+            ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+            s += (i ? ", " : "") + std::string(ggml_backend_dev_name(dev)) + " (" + ggml_backend_dev_description(dev) + ")";
+        }
+        s += " | physical cores: " + std::to_string(physical_core_count());
+        s += " | CPU: " + cpu_features_text();
+        return s;
+    }();
+    return text;
+}
+
+} // namespace nemotron

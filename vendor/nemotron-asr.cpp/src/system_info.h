@@ -1,0 +1,18 @@
+// What was built and what was found: ggml backends, devices, CPU features, core count.
+#pragma once
+
+#include "ggml-backend.h"
+
+#include <string>
+
+namespace nemotron {
+
+int physical_core_count();
+
+// The device a load asks for, or an error naming what exists.
+ggml_backend_dev_t select_device(int backend_kind, int gpu_index);
+
+const std::string & cpu_features_text();
+const std::string & system_info_text();
+
+} // namespace nemotron
