@@ -4,7 +4,6 @@
 
 #include "nemotron-asr.h"
 
-#include <cstdarg>
 #include <stdexcept>
 #include <string>
 

@@ -3,6 +3,7 @@
 #include "error.h"
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -56,14 +57,13 @@ mapped_file::~mapped_file() {
     }
 }
 
-void mapped_file::prefetch(size_t offset, size_t length) const {
-    if (offset >= size_) {
-        return;
-    }
+void mapped_file::release(size_t offset, size_t length) const {
     const size_t page = size_t(::sysconf(_SC_PAGESIZE));
-    const size_t begin = offset / page * page;
-    const size_t end = std::min(size_, offset + length);
-    ::madvise(data_ + begin, end - begin, MADV_WILLNEED);
+    const size_t begin = (offset + page - 1) / page * page;
+    const size_t end = std::min(size_, offset + length) / page * page;
+    if (end > begin) {
+        ::madvise(data_ + begin, end - begin, MADV_DONTNEED);
+    }
 }
 
 // ---- parsing ----------------------------------------------------------------------------

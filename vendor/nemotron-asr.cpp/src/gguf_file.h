@@ -25,8 +25,9 @@ public:
     size_t size() const { return size_; }
     const std::string & path() const { return path_; }
 
-    // Asks the kernel to read a range ahead of use (no effect on correctness).
-    void prefetch(size_t offset, size_t length) const;
+    // Drops the process's pages of a range (they are re-read if touched again), so copying
+    // the weights out of the mapping does not hold them twice.
+    void release(size_t offset, size_t length) const;
 
 private:
     std::string path_;

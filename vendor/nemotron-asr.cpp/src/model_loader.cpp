@@ -180,6 +180,12 @@ private:
         return int32_t(t->ne[dim]);
     }
 
+    int32_t size_from_tensor(const std::string & name, int dim) {
+        const gguf_tensor * t = tensor(name);
+        if (t == nullptr) fail(NEMOTRON_ERR_INVALID_MODEL, "tensor '%s' is missing", name.c_str());
+        return int32_t(t->ne[dim]);
+    }
+
     int32_t int_key(const std::string & key, int64_t min, int64_t max, int64_t fallback) {
         int64_t v = fallback;
         g_.get_int(key, min, max, v);
@@ -240,10 +246,10 @@ private:
                                                 "encoder.pre_encode.conv.0.weight", 3);
         hp.n_mels = is_a() ? size_key("nemo.n_mels", fb_name(), 1) : size_key("asr.encoder.feat_in", "preprocessor.fb", 1);
         hp.xscaling = bool_key(p + "xscaling", !is_a()); // NeMo-Speech.cpp assumes true when the key is missing
-        hp.use_bias = bool_key(is_a() ? "nemo.use_bias" : "asr.encoder.use_bias",
-                               tensor("encoder.layers.0.self_attn.linear_q.bias") != nullptr);
-        hp.pos_emb_max_len = int_key(is_a() ? "nemo.pos_emb_max_len" : "asr.encoder.pos_emb_max_len", 1, kMaxSize,
-                                     kDefaultPosEmbMaxLen);
+        const bool has_biases = tensor("encoder.layers.0.self_attn.linear_q.bias") != nullptr;
+        hp.use_bias = is_a() ? has_biases : bool_key("asr.encoder.use_bias", has_biases);
+        hp.pos_emb_max_len = is_a() ? int32_t(kDefaultPosEmbMaxLen)
+                                    : int_key("asr.encoder.pos_emb_max_len", 1, kMaxSize, kDefaultPosEmbMaxLen);
 
         hp.att_left_context = int_key(is_a() ? "nemo.att_left_context" : "asr.encoder.train_left_ctx", 0, kMaxSize,
                                       kDefaultLeftContext);
@@ -265,7 +271,7 @@ private:
 
         hp.vocab_size = size_key(pr + "vocab_size", "joint.joint_net.2.weight", 1, 2);
         hp.blank_id = is_a() ? hp.vocab_size - 1 : int_key("asr.rnnt.blank_id", 0, kMaxSize, hp.vocab_size - 1);
-        hp.pred_embed_dim = is_a() ? size_key("nemo.pred_embed_dim", "decoder.prediction.embed.weight", 0)
+        hp.pred_embed_dim = is_a() ? size_from_tensor("decoder.prediction.embed.weight", 0)
                                    : size_key("asr.rnnt.pred_embed_dim", "decoder.prediction.embed.weight", 0);
         hp.pred_hidden = size_key(is_a() ? "nemo.decoder_dim" : "asr.rnnt.pred_hidden", lstm_name(0, "hh", true), 0);
         int64_t pred_layers = 0;
@@ -634,6 +640,7 @@ private:
             }
             for (const pending & p : pending_) {
                 ggml_backend_tensor_set(p.t, base + p.src->offset, 0, size_t(p.src->n_bytes));
+                file_->release(size_t(g_.data_offset() + p.src->offset), size_t(p.src->n_bytes));
             }
         }
         ggml_backend_buffer_set_usage(m_.buf_file, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
