@@ -63,7 +63,7 @@ def _check(status: int, path: Optional[str] = None) -> None:
         return
     message = _string(_lib.nemotron_last_error())
     if status == _lib.NEMOTRON_ERR_NOT_FOUND:
-        raise FileNotFoundError(errno.ENOENT, message, path)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     if status == _lib.NEMOTRON_ERR_IO:
         raise OSError(message)
     if status == _lib.NEMOTRON_ERR_INVALID_MODEL:
