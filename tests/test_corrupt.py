@@ -293,6 +293,11 @@ def test_vocabulary_problems(model_factory: Callable[..., Path]) -> None:
     assert_rejected(_case(model_factory, layout="asr", drop_keys=["asr.tokenizer.vocab"]), "has no vocabulary")
 
 
+def test_batch_norm_conv_module_is_refused(model_factory: Callable[..., Path]) -> None:
+    stats = {"encoder.layers.0.conv.batch_norm.running_mean": np.zeros(128, np.float32)}
+    assert_rejected(_case(model_factory, tensor_overrides=stats), "batch norm", unsupported=True)
+
+
 def test_symmetric_subsampling_is_refused(model_factory: Callable[..., Path]) -> None:
     """An offline FastConformer's subsampling gives 16 frequency bins instead of 17."""
     result = _case(model_factory, tensor_overrides={"encoder.pre_encode.out.weight": np.zeros((128, 32 * 16), np.float32)})

@@ -131,6 +131,11 @@ private:
                  arch.c_str());
         }
         g_.get_string("general.name", m_.name);
+        // NeMo's batch-norm conv module (offline Parakeet models) carries running statistics.
+        if (tensor("encoder.layers.0.conv.batch_norm.running_mean") != nullptr) {
+            fail(NEMOTRON_ERR_UNSUPPORTED, "the convolution modules use batch norm (an offline Parakeet-style model); "
+                 "only layer-norm (cache-aware) models are supported");
+        }
         if (!is_a()) {
             std::string head = "rnnt";
             g_.get_string("asr.head_type", head);
@@ -172,17 +177,19 @@ private:
     int32_t size_key(const std::string & key, const std::string & from_tensor, int dim, int64_t min = 1) {
         int64_t v = 0;
         if (g_.get_int(key, min, kMaxSize, v)) return int32_t(v);
-        const gguf_tensor * t = tensor(from_tensor);
-        if (t == nullptr) {
+        if (tensor(from_tensor) == nullptr) {
             fail(NEMOTRON_ERR_INVALID_MODEL, "metadata key '%s' is missing, and so is tensor '%s' to infer it from",
                  key.c_str(), from_tensor.c_str());
         }
-        return int32_t(t->ne[dim]);
+        return size_from_tensor(from_tensor, dim);
     }
 
     int32_t size_from_tensor(const std::string & name, int dim) {
         const gguf_tensor * t = tensor(name);
         if (t == nullptr) fail(NEMOTRON_ERR_INVALID_MODEL, "tensor '%s' is missing", name.c_str());
+        if (t->ne[dim] > kMaxSize) {
+            fail(NEMOTRON_ERR_INVALID_MODEL, "tensor '%s' has an implausible size %lld", name.c_str(), (long long) t->ne[dim]);
+        }
         return int32_t(t->ne[dim]);
     }
 
