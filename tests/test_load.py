@@ -75,6 +75,34 @@ def test_both_layouts_map_to_one_representation(fixtures_dir: Path) -> None:
         np.testing.assert_allclose(b.window, a.window, rtol=0, atol=1e-7)
 
 
+def test_tensor_values_agree_across_layouts(fixtures_dir: Path) -> None:
+    """The same weights read from both layouts and every storage type agree: exactly where both
+    files store f32, within f16 rounding where layout B stores f16, and the q8_0 matrices are
+    within one quantization step of the f32 originals."""
+    with NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf") as f32, \
+            NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf") as a8, \
+            NemotronModel(fixtures_dir / "layout-b-tiny.q8_0.gguf") as b8:
+        b_types = {t.name: t.type for t in b8.tensors}
+        for info in f32.tensors:
+            ref = f32.get_tensor(info.name)
+            for other, source_type in ((a8, {t.name: t.type for t in a8.tensors}[info.name]),
+                                       (b8, b_types[info.name])):
+                got = other.get_tensor(info.name)
+                assert got.shape == ref.shape, info.name
+                rebuilt_by_b = info.name.endswith("depthwise_conv.weight") or info.name.endswith(".window")
+                if source_type == "f32" and not (other is b8 and rebuilt_by_b):
+                    np.testing.assert_array_equal(got, ref, err_msg=info.name)
+                elif source_type == "q8_0":
+                    # Rounding to the step d = max|x| / 127 errs by d / 2; storing d as f16 adds up
+                    # to 127 * d * 2^-11.
+                    step = np.abs(ref.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
+                    assert np.all(np.abs(got - ref).reshape(-1, 32) <= step * (0.5 + 127 * 2.0**-11)), info.name
+                else:  # f16 in layout B (convolutions, embedding), or B's rebuilt window
+                    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-7, err_msg=info.name)
+        with pytest.raises(KeyError, match="no tensor 'nope'"):
+            f32.get_tensor("nope")
+
+
 def test_rebuilt_filterbank_matches_nemo(fixtures_dir: Path, model_factory: Callable[..., Path]) -> None:
     """A layout B file without its filterbank (NVIDIA's converter omits it when librosa is
     missing) gets the librosa Slaney filterbank NeMo uses, bit for bit."""

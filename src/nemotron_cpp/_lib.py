@@ -192,6 +192,13 @@ def tensors(handle: Any) -> List[Dict[str, Any]]:
     return out
 
 
+def tensor_data(handle: Any, index: int, n_elements: int) -> bytes:
+    """Tensor `index`'s values as float32 bytes, dequantized, in ggml order."""
+    out = _ffi.new("float[]", n_elements)
+    _check(_lib.nemotron_get_tensor_data(handle, index, out, n_elements))
+    return bytes(_ffi.buffer(out))
+
+
 def tensor_groups(handle: Any) -> List[Dict[str, Any]]:
     return _records(_lib.nemotron_n_tensor_groups, _lib.nemotron_get_tensor_group, "struct nemotron_tensor_group", handle)
 

@@ -162,6 +162,24 @@ class NemotronModel:
         """Every weight tensor, under its NeMo name, as the engine holds it."""
         return self._tensors
 
+    def get_tensor(self, name: str) -> np.ndarray:
+        """A weight tensor's values as the engine holds them, dequantized to float32.
+
+        The array has PyTorch's dimension order (ggml's ``shape`` reversed); LSTM tensors use
+        PyTorch's names in either layout, and the depthwise convolution kernels are held as
+        ``(d_model, kernel)``.
+
+        >>> model = NemotronModel(tiny_model_path)
+        >>> model.get_tensor("joint.enc.weight").shape
+        (128, 128)
+        """
+        for index, info in enumerate(self._tensors):
+            if info.name == name:
+                count = int(np.prod(info.shape))
+                data = _lib.tensor_data(self._live(), index, count)
+                return np.frombuffer(data, dtype=np.float32).reshape(info.shape[::-1]).copy()
+        raise KeyError(f"the model has no tensor {name!r}")
+
     @property
     def tensor_groups(self) -> Tuple[TensorGroup, ...]:
         """Parts of the network with their weight types and sizes."""

@@ -204,6 +204,10 @@ struct nemotron_tensor_info {
 NEMOTRON_API int             nemotron_n_tensors(const struct nemotron_context * ctx);
 NEMOTRON_API nemotron_status nemotron_get_tensor_info(const struct nemotron_context * ctx, int index, struct nemotron_tensor_info * out);
 
+/* Copies tensor `index`'s values, dequantized to float32, in ggml order (ne[0] varies
+ * fastest); `capacity` is the size of `out` in floats and must hold every element. */
+NEMOTRON_API nemotron_status nemotron_get_tensor_data(const struct nemotron_context * ctx, int index, float * out, size_t capacity);
+
 struct nemotron_tensor_group {
     size_t       struct_size;
     const char * name;

@@ -14,6 +14,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 struct nemotron_context {
     nemotron::model    model;
@@ -217,6 +218,38 @@ nemotron_status nemotron_get_tensor_info(const struct nemotron_context * ctx, in
         std::copy(r.ne, r.ne + 4, full.ne);
         full.n_bytes = r.n_bytes;
         copy_out(full, out);
+    });
+}
+
+nemotron_status nemotron_get_tensor_data(const struct nemotron_context * ctx, int index, float * out, size_t capacity) {
+    return guarded([&] {
+        if (ctx == nullptr || index < 0 || size_t(index) >= ctx->model.tensors.size()) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "tensor index %d is out of range", index);
+        }
+        const nemotron::tensor_record & r = ctx->model.tensors[size_t(index)];
+        size_t n = 1;
+        for (int i = 0; i < r.n_dims; ++i) n *= size_t(r.ne[i]);
+        if (out == nullptr || capacity < n) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "tensor '%s' has %zu elements; the output holds %zu", r.name.c_str(), n,
+                           out == nullptr ? size_t(0) : capacity);
+        }
+        if (r.tensor == nullptr) { // a host-side frontend table
+            const std::vector<float> & table = r.name == "preprocessor.featurizer.window" ? ctx->model.window
+                                                                                          : ctx->model.mel_filterbank;
+            std::copy(table.begin(), table.end(), out);
+            return;
+        }
+        if (r.type == GGML_TYPE_F32) {
+            ggml_backend_tensor_get(r.tensor, out, 0, n * sizeof(float));
+            return;
+        }
+        std::vector<uint8_t> raw(ggml_nbytes(r.tensor));
+        ggml_backend_tensor_get(r.tensor, raw.data(), 0, raw.size());
+        const ggml_type_traits * traits = ggml_get_type_traits(r.type);
+        if (traits->to_float == nullptr) {
+            nemotron::fail(NEMOTRON_ERR_INTERNAL, "no conversion from %s to f32", ggml_type_name(r.type));
+        }
+        traits->to_float(raw.data(), out, int64_t(n));
     });
 }
 
