@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 from cffi import FFI
 
 from .errors import BackendError, ModelFileError, NemotronError, UnsupportedModelError
@@ -189,6 +190,16 @@ def tensors(handle: Any) -> List[Dict[str, Any]]:
     out = _records(_lib.nemotron_n_tensors, _lib.nemotron_get_tensor_info, "struct nemotron_tensor_info", handle)
     for t in out:
         t["shape"] = tuple(t.pop("ne")[: t.pop("n_dims")])
+    return out
+
+
+def compute_mel(handle: Any, samples: "np.ndarray", n_mels: int) -> "np.ndarray":
+    """Log-mel frames of a whole float32 signal, shaped [n_frames, n_mels]."""
+    n_frames = _ffi.new("int64_t *")
+    source = _ffi.from_buffer("float[]", samples)
+    _check(_lib.nemotron_compute_mel(handle, source, len(samples), _ffi.NULL, 0, n_frames))
+    out = np.empty((n_frames[0], n_mels), dtype=np.float32)
+    _check(_lib.nemotron_compute_mel(handle, source, len(samples), _ffi.from_buffer("float[]", out), out.size, n_frames))
     return out
 
 

@@ -162,6 +162,24 @@ class NemotronModel:
         """Every weight tensor, under its NeMo name, as the engine holds it."""
         return self._tensors
 
+    def log_mel(self, samples: np.ndarray) -> np.ndarray:
+        """The log-mel features of a whole signal, as NeMo's preprocessor computes them.
+
+        ``samples`` is mono float audio in [-1, 1) at ``hparams.sample_rate``. Returns float32
+        ``[n_mels, 1 + len(samples) // hop_length]``; like NeMo, the last frame is zero.
+        """
+        audio = np.asarray(samples)
+        if audio.ndim != 1:
+            raise ValueError(f"samples must be one-dimensional (mono), not of shape {audio.shape}")
+        if audio.dtype.kind != "f":
+            raise TypeError(f"samples must be floating point in [-1, 1), not {audio.dtype}")
+        if audio.size == 0:
+            raise ValueError("samples is empty")
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if not np.isfinite(audio).all():
+            raise ValueError("samples contain NaN or infinity")
+        return _lib.compute_mel(self._live(), audio, self._hparams.n_mels).T.copy()
+
     def get_tensor(self, name: str) -> np.ndarray:
         """A weight tensor's values as the engine holds them, dequantized to float32.
 

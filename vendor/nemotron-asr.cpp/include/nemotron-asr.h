@@ -190,6 +190,16 @@ NEMOTRON_API const char * nemotron_piece(const struct nemotron_context * ctx, in
 NEMOTRON_API const float * nemotron_model_window(const struct nemotron_context * ctx, size_t * n);
 NEMOTRON_API const float * nemotron_model_mel_filterbank(const struct nemotron_context * ctx, size_t * n);
 
+/* ---- log-mel features ------------------------------------------------------------------ */
+
+/* The log-mel features of a whole signal (16-bit range scaled to [-1, 1), at the model's
+ * sample rate), as NeMo's preprocessor computes them: 1 + n_samples / hop frames, the last
+ * one zero (NeMo masks it). Writes row-major [n_frames][n_mels] to `out`, which holds
+ * `capacity` floats; *n_frames receives the frame count. With out == NULL only the count is
+ * returned. */
+NEMOTRON_API nemotron_status nemotron_compute_mel(const struct nemotron_context * ctx, const float * samples,
+                                                  size_t n_samples, float * out, size_t capacity, int64_t * n_frames);
+
 /* Weights as the engine holds them (after mapping both layouts to one form). */
 struct nemotron_tensor_info {
     size_t       struct_size;

@@ -381,7 +381,7 @@ private:
         if (f < 2 || f > 64 || (f & (f - 1)) != 0) {
             fail(NEMOTRON_ERR_UNSUPPORTED, "subsampling_factor %d is not supported (a power of two from 2 to 64)", f);
         }
-        if (hp.n_fft < hp.win_length || hp.win_length < 1 || hp.hop_length < 1) {
+        if (hp.n_fft < hp.win_length || hp.win_length < 1 || hp.hop_length < 1 || hp.hop_length > hp.n_fft) {
             fail(NEMOTRON_ERR_INVALID_MODEL, "inconsistent preprocessor: window %d samples, hop %d, n_fft %d", hp.win_length,
                  hp.hop_length, hp.n_fft);
         }

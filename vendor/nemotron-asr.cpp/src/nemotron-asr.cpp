@@ -3,6 +3,7 @@
 #include "nemotron-asr.h"
 
 #include "error.h"
+#include "mel.h"
 #include "model.h"
 #include "system_info.h"
 
@@ -199,6 +200,27 @@ const float * nemotron_model_window(const struct nemotron_context * ctx, size_t 
 const float * nemotron_model_mel_filterbank(const struct nemotron_context * ctx, size_t * n) {
     if (n) *n = ctx->model.mel_filterbank.size();
     return ctx->model.mel_filterbank.data();
+}
+
+nemotron_status nemotron_compute_mel(const struct nemotron_context * ctx, const float * samples, size_t n_samples,
+                                     float * out, size_t capacity, int64_t * n_frames) {
+    return guarded([&] {
+        if (ctx == nullptr || n_frames == nullptr || (samples == nullptr && n_samples > 0)) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx, samples and n_frames must not be NULL");
+        }
+        nemotron::mel_frontend frontend(ctx->model);
+        *n_frames = frontend.frame_count(n_samples);
+        if (out == nullptr) return;
+        const size_t needed = size_t(*n_frames) * size_t(frontend.n_mels());
+        if (capacity < needed) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the output holds %zu floats; %zu are needed", capacity, needed);
+        }
+        std::vector<float> frames;
+        frames.reserve(needed);
+        frontend.push(samples, n_samples, frames);
+        frontend.finish(frames);
+        std::copy(frames.begin(), frames.end(), out);
+    });
 }
 
 int nemotron_n_tensors(const struct nemotron_context * ctx) { return int(ctx->model.tensors.size()); }
