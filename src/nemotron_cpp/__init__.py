@@ -6,11 +6,16 @@ from __future__ import annotations
 from .errors import BackendError, ModelFileError, NemotronError, UnsupportedModelError
 from .info import DeviceInfo, HParams, SystemInfo, TensorGroup, TensorInfo, system_info
 from .model import NemotronModel
+from .stream import Stream, StreamUpdate
+from .text import detokenize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NemotronModel",
+    "Stream",
+    "StreamUpdate",
+    "detokenize",
     "HParams",
     "TensorInfo",
     "TensorGroup",

@@ -220,3 +220,70 @@ def frontend_tables(handle: Any) -> Tuple[bytes, bytes]:
     window = bytes(_ffi.buffer(_lib.nemotron_model_window(handle, n), n[0] * 4))
     fb = bytes(_ffi.buffer(_lib.nemotron_model_mel_filterbank(handle, n), n[0] * 4))
     return window, fb
+
+
+# ---- streams ----------------------------------------------------------------------------
+
+_CHUNKING = {
+    "stream": _lib.NEMOTRON_CHUNKING_STREAM,
+    "stream_padded": _lib.NEMOTRON_CHUNKING_STREAM_PADDED,
+    "offline": _lib.NEMOTRON_CHUNKING_OFFLINE,
+}
+
+
+def stream_init(handle: Any, att_right_context: int, chunking: str, keep_encoder_output: bool, keep_trace: bool) -> Any:
+    params = _ffi.new("struct nemotron_stream_params *", _lib.nemotron_stream_default_params())
+    params.att_right_context = att_right_context
+    params.chunking = _CHUNKING[chunking]
+    params.keep_encoder_output = keep_encoder_output
+    params.keep_trace = keep_trace
+    out = _ffi.new("struct nemotron_stream **")
+    _check(_lib.nemotron_stream_init(handle, params, out))
+    return _ffi.gc(out[0], _lib.nemotron_stream_free)
+
+
+def stream_feed(stream: Any, samples: "np.ndarray") -> None:
+    _check(_lib.nemotron_stream_feed(stream, _ffi.from_buffer("float[]", samples), len(samples)))
+
+
+def stream_finish(stream: Any) -> None:
+    _check(_lib.nemotron_stream_finish(stream))
+
+
+def stream_reset(stream: Any) -> None:
+    _check(_lib.nemotron_stream_reset(stream))
+
+
+def stream_right_context(stream: Any) -> int:
+    return int(_lib.nemotron_stream_right_context(stream))
+
+
+def stream_tokens(stream: Any) -> Tuple["np.ndarray", "np.ndarray"]:
+    """Token ids and the encoder frame of each, copied."""
+    n = _lib.nemotron_stream_n_tokens(stream)
+    ids = np.frombuffer(_ffi.buffer(_lib.nemotron_stream_tokens(stream), 4 * n), dtype=np.int32).copy()
+    frames = np.frombuffer(_ffi.buffer(_lib.nemotron_stream_token_frames(stream), 4 * n), dtype=np.int32).copy()
+    return ids, frames
+
+
+def stream_n_frames(stream: Any) -> int:
+    return int(_lib.nemotron_stream_n_frames(stream))
+
+
+def stream_encoder_output(stream: Any, d_model: int) -> Tuple["np.ndarray", "np.ndarray"]:
+    """The kept encoder frames [frames, d_model] and the frame count after each chunk."""
+    n = _ffi.new("size_t *")
+    data = _lib.nemotron_stream_encoder_output(stream, n)
+    frames = np.frombuffer(_ffi.buffer(data, 4 * n[0]), dtype=np.float32).reshape(-1, d_model).copy()
+    n_chunks = _ffi.new("int *")
+    ends = _lib.nemotron_stream_chunk_ends(stream, n_chunks)
+    return frames, np.frombuffer(_ffi.buffer(ends, 4 * n_chunks[0]), dtype=np.int32).copy()
+
+
+TRACE_DTYPE = np.dtype([("frame", np.int32), ("token", np.int32), ("margin", np.float32)])
+
+
+def stream_trace(stream: Any) -> "np.ndarray":
+    n = _ffi.new("int *")
+    data = _lib.nemotron_stream_trace(stream, n)
+    return np.frombuffer(_ffi.buffer(data, TRACE_DTYPE.itemsize * n[0]), dtype=TRACE_DTYPE).copy()

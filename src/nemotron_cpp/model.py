@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _lib
 from .info import HParams, TensorGroup, TensorInfo
+from .stream import Stream, _as_samples
 
 __all__ = ["NemotronModel"]
 
@@ -162,22 +163,33 @@ class NemotronModel:
         """Every weight tensor, under its NeMo name, as the engine holds it."""
         return self._tensors
 
+    def stream(
+        self,
+        *,
+        att_right_context: Optional[int] = None,
+        chunking: str = "stream",
+        keep_encoder_output: bool = False,
+        keep_trace: bool = False,
+    ) -> Stream:
+        """A new recognition stream; see :class:`nemotron_cpp.Stream`.
+
+        ``att_right_context`` (default: the model's first trained value) sets the latency:
+        each chunk is ``(att_right_context + 1) * subsampling_factor`` mel frames.
+        ``chunking`` is ``"stream"`` (NeMo's cache-aware streaming), ``"stream_padded"``
+        (NeMo's ``pad_and_drop_preencoded=True``) or ``"offline"`` (NeMo's full-utterance path).
+        """
+        return Stream(self, att_right_context=att_right_context, chunking=chunking,
+                      keep_encoder_output=keep_encoder_output, keep_trace=keep_trace)
+
     def log_mel(self, samples: np.ndarray) -> np.ndarray:
         """The log-mel features of a whole signal, as NeMo's preprocessor computes them.
 
         ``samples`` is mono float audio in [-1, 1) at ``hparams.sample_rate``. Returns float32
         ``[n_mels, 1 + len(samples) // hop_length]``; like NeMo, the last frame is zero.
         """
-        audio = np.asarray(samples)
-        if audio.ndim != 1:
-            raise ValueError(f"samples must be one-dimensional (mono), not of shape {audio.shape}")
-        if audio.dtype.kind != "f":
-            raise TypeError(f"samples must be floating point in [-1, 1), not {audio.dtype}")
+        audio = _as_samples(samples)
         if audio.size == 0:
             raise ValueError("samples is empty")
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
-        if not np.isfinite(audio).all():
-            raise ValueError("samples contain NaN or infinity")
         return _lib.compute_mel(self._live(), audio, self._hparams.n_mels).T.copy()
 
     def get_tensor(self, name: str) -> np.ndarray:

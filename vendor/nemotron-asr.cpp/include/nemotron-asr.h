@@ -230,6 +230,59 @@ struct nemotron_tensor_group {
 NEMOTRON_API int             nemotron_n_tensor_groups(const struct nemotron_context * ctx);
 NEMOTRON_API nemotron_status nemotron_get_tensor_group(const struct nemotron_context * ctx, int index, struct nemotron_tensor_group * out);
 
+/* ---- recognition ----------------------------------------------------------------------- */
+
+typedef enum nemotron_chunking {
+    NEMOTRON_CHUNKING_STREAM        = 0, /* NeMo's cache-aware streaming (pad_and_drop_preencoded=False)     */
+    NEMOTRON_CHUNKING_STREAM_PADDED = 1, /* NeMo's pad_and_drop_preencoded=True, as the C++ ports stream      */
+    NEMOTRON_CHUNKING_OFFLINE       = 2, /* NeMo's full-utterance path (transcribe()), computed chunk by chunk */
+} nemotron_chunking;
+
+struct nemotron_stream_params {
+    size_t            struct_size;
+    int               att_right_context;   /* -1: the model's default (its first trained right context)  */
+    nemotron_chunking chunking;
+    bool              keep_encoder_output; /* keep every encoder frame, for inspection                   */
+    bool              keep_trace;          /* keep every joint step (frame, argmax, top-1 - top-2 margin) */
+};
+
+struct nemotron_joint_step {
+    int32_t frame;
+    int32_t token;
+    float   margin;
+};
+
+struct nemotron_stream; /* one utterance or live feed; it owns its caches and decoder state */
+
+NEMOTRON_API struct nemotron_stream_params nemotron_stream_default_params(void);
+
+/* A stream on a loaded model. Streams are independent: each may run on its own thread. */
+NEMOTRON_API nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct nemotron_stream_params * params,
+                                                  struct nemotron_stream ** out);
+
+/* Audio at the model's sample rate, mono, in [-1, 1), in pieces of any size. Runs every
+ * chunk that is complete. */
+NEMOTRON_API nemotron_status nemotron_stream_feed(struct nemotron_stream * stream, const float * samples, size_t n_samples);
+
+/* Ends the audio: runs what remains as NeMo does at the end of a stream. */
+NEMOTRON_API nemotron_status nemotron_stream_finish(struct nemotron_stream * stream);
+
+/* Starts over: caches, decoder state and results cleared. */
+NEMOTRON_API nemotron_status nemotron_stream_reset(struct nemotron_stream * stream);
+
+NEMOTRON_API void nemotron_stream_free(struct nemotron_stream * stream);
+
+NEMOTRON_API int nemotron_stream_right_context(const struct nemotron_stream * stream);
+
+/* Results so far. Pointers stay valid until the next feed, finish or reset. */
+NEMOTRON_API int             nemotron_stream_n_tokens(const struct nemotron_stream * stream);
+NEMOTRON_API const int32_t * nemotron_stream_tokens(const struct nemotron_stream * stream);
+NEMOTRON_API const int32_t * nemotron_stream_token_frames(const struct nemotron_stream * stream); /* encoder frame of each token */
+NEMOTRON_API int             nemotron_stream_n_frames(const struct nemotron_stream * stream);     /* encoder frames so far      */
+NEMOTRON_API const float *   nemotron_stream_encoder_output(const struct nemotron_stream * stream, size_t * n_floats); /* [frames][d_model] */
+NEMOTRON_API const int32_t * nemotron_stream_chunk_ends(const struct nemotron_stream * stream, int * n_chunks);
+NEMOTRON_API const struct nemotron_joint_step * nemotron_stream_trace(const struct nemotron_stream * stream, int * n_steps);
+
 #ifdef __cplusplus
 }
 #endif

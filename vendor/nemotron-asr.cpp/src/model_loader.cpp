@@ -447,7 +447,7 @@ private:
         const nemotron_hparams & hp = m_.hparams;
         const int64_t d = hp.d_model, C = hp.subsampling_conv_channels;
         const int n_stages = int(std::log2(double(hp.subsampling_factor)) + 0.5);
-        const size_t n_derived = size_t(hp.n_layers);
+        const size_t n_derived = size_t(hp.n_layers) + 3 * size_t(n_stages);
         ggml_init_params ip = {ggml_tensor_overhead() * (g_.tensors().size() + 8), nullptr, true};
         m_.ctx_file = ggml_init(ip);
         ggml_init_params dp = {ggml_tensor_overhead() * (n_derived + 8), nullptr, true};
@@ -465,13 +465,12 @@ private:
             subsampling_weights::stage & st = sub.stages[size_t(s)];
             const std::string pre = "encoder.pre_encode.conv.";
             if (s == 0) {
-                st.pw_w = bind(pre + "0.weight", {kSubsamplingKernel, kSubsamplingKernel, 1, C}, dtype_rule::kernel, "subsampling");
+                st.pw_w = bind_kernel(pre + "0.weight", {kSubsamplingKernel, kSubsamplingKernel, 1, C});
                 st.pw_b = bias(pre + "0.bias", C, "subsampling");
             } else {
-                st.dw_w = bind(pre + std::to_string(3 * s - 1) + ".weight", {kSubsamplingKernel, kSubsamplingKernel, 1, C},
-                               dtype_rule::kernel, "subsampling");
+                st.dw_w = bind_kernel(pre + std::to_string(3 * s - 1) + ".weight", {kSubsamplingKernel, kSubsamplingKernel, 1, C});
                 st.dw_b = bias(pre + std::to_string(3 * s - 1) + ".bias", C, "subsampling");
-                st.pw_w = bind(pre + std::to_string(3 * s) + ".weight", {1, 1, C, C}, dtype_rule::kernel, "subsampling");
+                st.pw_w = bind_kernel(pre + std::to_string(3 * s) + ".weight", {1, 1, C, C});
                 st.pw_b = bias(pre + std::to_string(3 * s) + ".bias", C, "subsampling");
             }
             freq = freq / 2 + 1;
@@ -561,29 +560,50 @@ private:
         }
     }
 
+    // Convolution kernels are held as F32 (ggml's im2col and direct convolutions compute in
+    // the kernel's type, and NeMo convolves in float32): F16 ones are converted at load.
+    ggml_tensor * bind_kernel(const std::string & name, std::vector<int64_t> expected) {
+        const gguf_tensor * src = check_tensor(name, expected, dtype_rule::kernel, true);
+        if (src->type == GGML_TYPE_F32) {
+            return bind(name, expected, dtype_rule::kernel, "subsampling");
+        }
+        std::vector<float> data = read_f32(*src);
+        ggml_tensor * t = ggml_new_tensor(m_.ctx_derived, GGML_TYPE_F32, int(src->n_dims), src->ne);
+        return derive(name, "subsampling", t, std::move(data));
+    }
+
     // The depthwise conv is held as F32 ne [kernel, d_model] whatever the file stores:
     // layout A writes F32 ne [d_model, kernel], layout B F16 ne [kernel, 1, d_model].
     ggml_tensor * bind_depthwise(const std::string & name) {
         const int64_t d = m_.hparams.d_model, k = m_.hparams.conv_kernel_size;
         const gguf_tensor * src = is_a() ? check_tensor(name, {d, k}, dtype_rule::kernel, true)
                                          : check_tensor(name, {k, 1, d}, dtype_rule::kernel, true);
-        ggml_tensor * t = ggml_new_tensor_2d(m_.ctx_derived, GGML_TYPE_F32, k, d);
-        ggml_set_name(t, name.c_str());
-        std::vector<float> src_f32(size_t(d * k));
-        const uint8_t * p = file_->data() + g_.data_offset() + src->offset;
-        if (src->type == GGML_TYPE_F16) {
-            ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(p), src_f32.data(), d * k);
-        } else {
-            std::memcpy(src_f32.data(), p, size_t(d * k) * sizeof(float));
-        }
+        const std::vector<float> stored = read_f32(*src);
         std::vector<float> data(size_t(d * k));
         for (int64_t c = 0; c < d; ++c) {
             for (int64_t j = 0; j < k; ++j) {
-                data[size_t(j + c * k)] = is_a() ? src_f32[size_t(c + j * d)] : src_f32[size_t(j + c * k)];
+                data[size_t(j + c * k)] = is_a() ? stored[size_t(c + j * d)] : stored[size_t(j + c * k)];
             }
         }
+        return derive(name, "convolution", ggml_new_tensor_2d(m_.ctx_derived, GGML_TYPE_F32, k, d), std::move(data));
+    }
+
+    std::vector<float> read_f32(const gguf_tensor & src) const {
+        const size_t n = size_t(src.n_bytes / ggml_type_size(src.type));
+        std::vector<float> out(n);
+        const uint8_t * p = file_->data() + g_.data_offset() + src.offset;
+        if (src.type == GGML_TYPE_F16) {
+            ggml_fp16_to_fp32_row(reinterpret_cast<const ggml_fp16_t *>(p), out.data(), int64_t(n));
+        } else {
+            std::memcpy(out.data(), p, n * sizeof(float));
+        }
+        return out;
+    }
+
+    ggml_tensor * derive(const std::string & name, const char * group, ggml_tensor * t, std::vector<float> data) {
+        ggml_set_name(t, name.c_str());
         derived_.push_back({t, std::move(data)});
-        record(name, "convolution", t);
+        record(name, group, t);
         return t;
     }
 

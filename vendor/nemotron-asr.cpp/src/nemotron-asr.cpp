@@ -5,6 +5,7 @@
 #include "error.h"
 #include "mel.h"
 #include "model.h"
+#include "stream.h"
 #include "system_info.h"
 
 #include "ggml-backend.h"
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <vector>
@@ -20,12 +22,15 @@
 struct nemotron_context {
     nemotron::model    model;
     ggml_backend_dev_t device = nullptr;
-    ggml_backend_t     backend = nullptr;
     int                n_threads = 1;
 
-    ~nemotron_context() {
-        if (backend) ggml_backend_free(backend);
-    }
+    // The decoder's float32 weights, made when the first stream needs them.
+    std::once_flag                         rnnt_once;
+    std::unique_ptr<nemotron::rnnt_weights> rnnt;
+};
+
+struct nemotron_stream {
+    std::unique_ptr<nemotron::stream> impl;
 };
 
 namespace {
@@ -64,13 +69,6 @@ nemotron_status copy_out(const T & full, T * out) {
     std::memcpy(static_cast<void *>(out), &full, n);
     out->struct_size = n;
     return NEMOTRON_OK;
-}
-
-void set_threads(ggml_backend_t backend, int n_threads) {
-    ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(ggml_backend_get_device(backend));
-    auto set_n_threads = reinterpret_cast<ggml_backend_set_n_threads_t>(
-        ggml_backend_reg_get_proc_address(reg, "ggml_backend_set_n_threads"));
-    if (set_n_threads != nullptr) set_n_threads(backend, n_threads);
 }
 
 } // namespace
@@ -152,12 +150,8 @@ nemotron_status nemotron_init_from_file(const char * path, const struct nemotron
         std::unique_ptr<nemotron_context> ctx(new nemotron_context());
         ctx->device = nemotron::select_device(p.backend, p.gpu_device);
         nemotron::load_model(path, ctx->device, p.use_mmap, ctx->model);
-        ctx->backend = ggml_backend_dev_init(ctx->device, nullptr);
-        if (ctx->backend == nullptr) {
-            nemotron::fail(NEMOTRON_ERR_BACKEND, "cannot start the %s backend", ggml_backend_dev_name(ctx->device));
-        }
         ctx->n_threads = p.n_threads > 0 ? p.n_threads : nemotron::physical_core_count();
-        set_threads(ctx->backend, ctx->n_threads);
+        ggml_backend_free(nemotron::start_backend(ctx->device, ctx->n_threads)); // fail at load, not at the first stream
         *out = ctx.release();
     });
 }
@@ -292,6 +286,101 @@ nemotron_status nemotron_get_tensor_group(const struct nemotron_context * ctx, i
         full.n_bytes = g.n_bytes;
         copy_out(full, out);
     });
+}
+
+struct nemotron_stream_params nemotron_stream_default_params(void) {
+    nemotron_stream_params p = {};
+    p.struct_size = sizeof(p);
+    p.att_right_context = -1;
+    p.chunking = NEMOTRON_CHUNKING_STREAM;
+    p.keep_encoder_output = false;
+    p.keep_trace = false;
+    return p;
+}
+
+nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct nemotron_stream_params * params,
+                                     struct nemotron_stream ** out) {
+    if (out != nullptr) *out = nullptr;
+    return guarded([&] {
+        if (ctx == nullptr || out == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx and out must not be NULL");
+        nemotron_stream_params p = nemotron_stream_default_params();
+        if (params != nullptr) {
+            if (params->struct_size == 0 || params->struct_size > sizeof(p)) {
+                nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "params->struct_size is %zu; expected at most %zu",
+                               params->struct_size, sizeof(p));
+            }
+            std::memcpy(static_cast<void *>(&p), params, params->struct_size);
+        }
+        const nemotron_hparams & hp = ctx->model.hparams;
+        int right = p.att_right_context < 0 ? hp.att_right_contexts[0] : p.att_right_context;
+        if (right > hp.att_left_context) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "att_right_context %d exceeds the left context %d", right,
+                           hp.att_left_context);
+        }
+        nemotron::chunking mode;
+        switch (p.chunking) {
+            case NEMOTRON_CHUNKING_STREAM:        mode = nemotron::chunking::stream; break;
+            case NEMOTRON_CHUNKING_STREAM_PADDED: mode = nemotron::chunking::stream_padded; break;
+            case NEMOTRON_CHUNKING_OFFLINE:       mode = nemotron::chunking::offline; break;
+            default: nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "unknown chunking %d", int(p.chunking));
+        }
+        std::call_once(ctx->rnnt_once, [ctx] { ctx->rnnt.reset(new nemotron::rnnt_weights(ctx->model)); });
+        std::unique_ptr<nemotron_stream> s(new nemotron_stream());
+        s->impl.reset(new nemotron::stream(ctx->model, ctx->device, ctx->n_threads, *ctx->rnnt, right, mode,
+                                           p.keep_encoder_output, p.keep_trace));
+        *out = s.release();
+    });
+}
+
+nemotron_status nemotron_stream_feed(struct nemotron_stream * s, const float * samples, size_t n_samples) {
+    return guarded([&] {
+        if (s == nullptr || (samples == nullptr && n_samples > 0)) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream and samples must not be NULL");
+        }
+        s->impl->feed(samples, n_samples);
+    });
+}
+
+nemotron_status nemotron_stream_finish(struct nemotron_stream * s) {
+    return guarded([&] {
+        if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
+        s->impl->finish();
+    });
+}
+
+nemotron_status nemotron_stream_reset(struct nemotron_stream * s) {
+    return guarded([&] {
+        if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
+        s->impl->reset();
+    });
+}
+
+void nemotron_stream_free(struct nemotron_stream * s) { delete s; }
+
+int nemotron_stream_right_context(const struct nemotron_stream * s) { return s->impl->right_context(); }
+
+int nemotron_stream_n_tokens(const struct nemotron_stream * s) { return int(s->impl->tokens.size()); }
+
+const int32_t * nemotron_stream_tokens(const struct nemotron_stream * s) { return s->impl->tokens.data(); }
+
+const int32_t * nemotron_stream_token_frames(const struct nemotron_stream * s) { return s->impl->token_frames.data(); }
+
+int nemotron_stream_n_frames(const struct nemotron_stream * s) { return int(s->impl->n_encoder_frames); }
+
+const float * nemotron_stream_encoder_output(const struct nemotron_stream * s, size_t * n_floats) {
+    if (n_floats) *n_floats = s->impl->encoder_output.size();
+    return s->impl->encoder_output.data();
+}
+
+const int32_t * nemotron_stream_chunk_ends(const struct nemotron_stream * s, int * n_chunks) {
+    if (n_chunks) *n_chunks = int(s->impl->chunk_ends.size());
+    return s->impl->chunk_ends.data();
+}
+
+const struct nemotron_joint_step * nemotron_stream_trace(const struct nemotron_stream * s, int * n_steps) {
+    static_assert(sizeof(nemotron_joint_step) == sizeof(nemotron::joint_step), "joint step layouts differ");
+    if (n_steps) *n_steps = int(s->impl->trace.size());
+    return reinterpret_cast<const nemotron_joint_step *>(s->impl->trace.data());
 }
 
 } // extern "C"

@@ -67,6 +67,15 @@ ggml_backend_dev_t select_device(int backend_kind, int gpu_index) {
     fail(NEMOTRON_ERR_BACKEND, "no CPU device was found (devices: %s)", device_list().c_str());
 }
 
+ggml_backend_t start_backend(ggml_backend_dev_t device, int n_threads) {
+    ggml_backend_t backend = ggml_backend_dev_init(device, nullptr);
+    if (backend == nullptr) fail(NEMOTRON_ERR_BACKEND, "cannot start the %s backend", ggml_backend_dev_name(device));
+    auto set_n_threads = reinterpret_cast<ggml_backend_set_n_threads_t>(
+        ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads"));
+    if (set_n_threads != nullptr) set_n_threads(backend, n_threads);
+    return backend;
+}
+
 const std::string & cpu_features_text() {
     static const std::string text = [] {
         std::string s;

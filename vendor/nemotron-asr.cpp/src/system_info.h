@@ -12,6 +12,9 @@ int physical_core_count();
 // The device a load asks for, or an error naming what exists.
 ggml_backend_dev_t select_device(int backend_kind, int gpu_index);
 
+// A backend on `device` computing with n_threads (where the backend has threads).
+ggml_backend_t start_backend(ggml_backend_dev_t device, int n_threads);
+
 const std::string & cpu_features_text();
 const std::string & system_info_text();
 

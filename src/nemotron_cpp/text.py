@@ -1,0 +1,39 @@
+"""Token ids to text, as NeMo's SentencePiece tokenizer decodes them."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+__all__ = ["detokenize"]
+
+_WORD_START = "\u2581"  # SentencePiece's "▁": a piece that begins a word
+_UNKNOWN_SURFACE = " \u2047 "  # SentencePiece prints <unk> as " ⁇ "
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def detokenize(pieces: Sequence[str], ids: Iterable[int]) -> str:
+    """Joins the pieces of ``ids`` the way ``SentencePieceProcessor.decode_ids`` does.
+
+    Word-start pieces become a space plus the rest of the piece, byte-fallback pieces
+    (``<0x41>``) become bytes decoded as UTF-8 together with their neighbours, ``<unk>``
+    becomes " ⁇ ", and the leading space of the text is dropped. Ids outside the vocabulary
+    (the blank) are skipped.
+
+    >>> detokenize(["<unk>", "\u2581he", "llo", "\u2581w", "orld", "<0x21>"], [1, 2, 3, 4, 5])
+    'hello world!'
+    """
+    out = bytearray()
+    for i in ids:
+        if not 0 <= i < len(pieces):
+            continue
+        piece = pieces[i]
+        byte = _BYTE_PIECE.match(piece)
+        if byte:
+            out.append(int(byte.group(1), 16))
+        elif i == 0 and piece == "<unk>":
+            out += _UNKNOWN_SURFACE.encode()
+        else:
+            out += piece.replace(_WORD_START, " ").encode()
+    text = out.decode("utf-8", errors="replace")
+    return text[1:] if text.startswith(" ") else text

@@ -1,0 +1,130 @@
+"""Streams on the tiny model: chunk geometry, independence from how audio is split, and
+agreement between the chunkings where NeMo's semantics say they agree.
+
+(Agreement with NeMo itself is tested against the reference fixtures.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+
+import nemotron_cpp
+from nemotron_cpp import NemotronModel
+
+
+@pytest.fixture(scope="module")
+def model(fixtures_dir: Path) -> NemotronModel:
+    return NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf")
+
+
+def audio(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 16000
+    voiced = 0.3 * np.sin(2 * np.pi * 180 * t * (1 + 0.3 * np.sin(2 * np.pi * 2 * t)))
+    return (voiced * (np.sin(2 * np.pi * 1.5 * t) > -0.3) + 0.03 * rng.standard_normal(n)).astype(np.float32)
+
+
+def run(model: NemotronModel, x: np.ndarray, pieces: int = 1, seed: int = 0, **kwargs: object) -> Dict[str, np.ndarray]:
+    with model.stream(keep_encoder_output=True, keep_trace=True, **kwargs) as s:  # type: ignore[arg-type]
+        bounds = np.sort(np.random.default_rng(seed).choice(np.arange(1, len(x)), pieces - 1, replace=False))
+        for part in np.split(x, bounds):
+            s.feed(part)
+        s.finish()
+        return {"tokens": s.tokens, "frames": s.token_frames, "enc": s.encoder_output, "ends": s.chunk_ends,
+                "trace": s.trace, "text": np.array(s.text)}
+
+
+def subsampled(n: int) -> int:
+    for _ in range(3):
+        n = n // 2 + 1
+    return n
+
+
+@pytest.mark.parametrize("right", [0, 1, 6, 13])
+@pytest.mark.parametrize("chunking", ["stream", "stream_padded", "offline"])
+def test_split_does_not_matter(model: NemotronModel, right: int, chunking: str) -> None:
+    x = audio(40_000, seed=right)
+    whole = run(model, x, att_right_context=right, chunking=chunking)
+    assert len(whole["tokens"]) > 0
+    for pieces, seed in ((7, 1), (400, 2)):
+        split = run(model, x, pieces=pieces, seed=seed, att_right_context=right, chunking=chunking)
+        for key in whole:
+            np.testing.assert_array_equal(split[key], whole[key], err_msg=key)
+
+
+@pytest.mark.parametrize("right", [0, 1, 6, 13])
+def test_chunk_geometry(model: NemotronModel, right: int) -> None:
+    n = 48_000  # 301 mel frames; NeMo's full-utterance path uses 300 of them
+    chunk = 8 * (right + 1)
+    stream = run(model, audio(n), att_right_context=right, chunking="stream")
+    # The first chunk is 1 + 8R frames, every later one 8(R + 1); the tail is encoded when it
+    # has at least 8 frames.
+    first, tail = 1 + 8 * right, (301 - 1 - 8 * right) % chunk
+    expected = [right + 1] * (1 + (301 - first) // chunk) + ([-(-tail // 8)] if tail >= 8 else [])
+    assert np.diff(stream["ends"], prepend=0).tolist() == expected
+    offline = run(model, audio(n), att_right_context=right, chunking="offline")
+    assert offline["ends"][-1] == subsampled(300)
+    padded = run(model, audio(n), att_right_context=right, chunking="stream_padded")
+    assert set(np.diff(padded["ends"], prepend=0)[:-1].tolist()) == {right + 1}
+
+
+@pytest.mark.parametrize("right", [1, 6, 13])
+def test_streaming_equals_offline_but_for_the_end(model: NemotronModel, right: int) -> None:
+    """NeMo: cache-aware streaming reproduces the full-utterance encoder (same right
+    context) except at the last frame, where streaming encodes the zero final mel frame."""
+    x = audio(48_123, seed=5)
+    stream = run(model, x, att_right_context=right, chunking="stream")
+    offline = run(model, x, att_right_context=right, chunking="offline")
+    n = min(len(stream["enc"]), len(offline["enc"])) - 1
+    np.testing.assert_allclose(stream["enc"][:n], offline["enc"][:n], rtol=0, atol=1e-5)
+
+
+def test_trace_explains_the_tokens(model: NemotronModel) -> None:
+    result = run(model, audio(30_000), att_right_context=6)
+    trace = result["trace"]
+    blank = model.hparams.blank_id
+    emitted = trace[trace["token"] != blank]
+    np.testing.assert_array_equal(emitted["token"], result["tokens"])
+    np.testing.assert_array_equal(emitted["frame"], result["frames"])
+    assert np.all(trace["margin"] >= 0)
+    # At most max_symbols labels per frame, and a frame ends on a blank unless it hit the cap.
+    per_frame = np.bincount(emitted["frame"])
+    assert per_frame.max() <= model.hparams.max_symbols_per_step
+
+
+def test_updates_and_reset(model: NemotronModel) -> None:
+    x = audio(32_000, seed=3)
+    with model.stream(att_right_context=1) as s:
+        texts, tokens = [], []
+        for part in np.array_split(x, 10):
+            update = s.feed(part)
+            tokens.extend(update.new_tokens)
+            texts.append(update.text)
+        final = s.finish()
+        tokens.extend(final.new_tokens)
+        assert tokens == s.tokens.tolist()
+        assert final.text == s.text == nemotron_cpp.detokenize(model.vocabulary, tokens)
+        with pytest.raises(ValueError, match="finished"):
+            s.feed(x[:100])
+        first = s.tokens.copy()
+        s.reset()
+        assert s.n_frames == 0 and len(s.tokens) == 0
+        s.feed(x)
+        s.finish()
+        np.testing.assert_array_equal(s.tokens, first)
+
+
+def test_bad_arguments(model: NemotronModel) -> None:
+    with pytest.raises(ValueError, match="chunking must be one of"):
+        model.stream(chunking="fast")
+    with pytest.raises(ValueError, match="exceeds the left context"):
+        model.stream(att_right_context=71)
+    with model.stream() as s:
+        with pytest.raises(ValueError, match="NaN"):
+            s.feed(np.array([np.inf], np.float32))
+        with pytest.raises(TypeError, match="floating point"):
+            s.feed(np.zeros(10, np.int16))

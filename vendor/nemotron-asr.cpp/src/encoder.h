@@ -1,0 +1,66 @@
+// The cache-aware FastConformer encoder on ggml: one graph per chunk runs the causal
+// depthwise-striding subsampling over the chunk's mel frames and then every conformer layer
+// against the stream's caches (the last `att_left_context` keys and values of each layer's
+// attention, the last kernel-1 inputs of each depthwise convolution).
+//
+// NeMo's offline encoder with a chunked_limited mask and its streaming step compute the
+// same thing; running every utterance chunk by chunk keeps memory bounded by the chunk.
+#pragma once
+
+#include "model.h"
+
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+
+#include <vector>
+
+namespace nemotron {
+
+// Per-stream encoder state.
+class encoder_cache {
+public:
+    encoder_cache(const model & m, ggml_backend_dev_t device);
+    ~encoder_cache();
+    encoder_cache(const encoder_cache &) = delete;
+    encoder_cache & operator=(const encoder_cache &) = delete;
+
+    void reset();
+
+    std::vector<ggml_tensor *> k, v; // [d_model, left] per layer: projected keys and values
+    std::vector<ggml_tensor *> conv; // [d_model, kernel - 1] per layer: depthwise conv inputs
+    int n_valid = 0;                 // how many of the `left` cached frames hold real frames
+
+private:
+    ggml_context * ctx_ = nullptr;
+    ggml_backend_buffer_t buf_ = nullptr;
+};
+
+class encoder {
+public:
+    encoder(const model & m, ggml_backend_t backend);
+    ~encoder();
+    encoder(const encoder &) = delete;
+    encoder & operator=(const encoder &) = delete;
+
+    // Subsamples `n_frames` mel frames (row-major [n_frames][n_mels]), drops the first
+    // `drop` subsampled frames (those computed from the pre-encode cache), runs the conformer
+    // layers on the rest against `cache` and appends them to `out` ([frames][d_model]).
+    // Returns the number of frames appended.
+    int run_chunk(const float * mel, int n_frames, int drop, encoder_cache & cache, std::vector<float> & out);
+
+private:
+    ggml_tensor * subsampling(ggml_context * ctx, ggml_tensor * mel, int drop);
+    ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int il, ggml_tensor * x, ggml_tensor * pos,
+                                  ggml_tensor * mask, encoder_cache & cache);
+    void positions(int n_kv, int n_q, std::vector<float> & out) const;
+
+    const model & m_;
+    ggml_backend_t backend_;
+    ggml_gallocr_t alloc_;
+    std::vector<uint8_t> meta_; // memory for graph and tensor descriptions
+};
+
+// Mel frames in, encoder frames out: the length after subsampling n frames.
+int subsampled_length(const nemotron_hparams & hp, int n_frames);
+
+} // namespace nemotron

@@ -1,0 +1,120 @@
+#include "stream.h"
+
+#include "error.h"
+#include "system_info.h"
+
+namespace nemotron {
+
+stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, const rnnt_weights & weights,
+               int att_right_context, chunking mode, bool keep_encoder_output, bool keep_trace)
+    : m_(m),
+      right_(att_right_context),
+      subsampling_(m.hparams.subsampling_factor),
+      // NeMo's dw_striding streaming settings: S + 1 cached mel frames, of which the
+      // subsampled frames 1 + S / S = 2 are dropped.
+      pre_cache_(m.hparams.subsampling_factor + 1),
+      drop_(1 + m.hparams.subsampling_factor / m.hparams.subsampling_factor),
+      mode_(mode),
+      keep_encoder_output_(keep_encoder_output),
+      keep_trace_(keep_trace),
+      backend_(start_backend(device, n_threads)),
+      frontend_(m),
+      encoder_(m, backend_),
+      cache_(m, device),
+      decoder_(weights) {}
+
+stream::~stream() { ggml_backend_free(backend_); }
+
+void stream::reset() {
+    frontend_.reset();
+    cache_.reset();
+    decoder_.reset();
+    tokens.clear();
+    token_frames.clear();
+    trace.clear();
+    encoder_output.clear();
+    chunk_ends.clear();
+    n_encoder_frames = 0;
+    mel_.clear();
+    mel_offset_ = 0;
+    n_mel_ = 0;
+    next_ = 0;
+    finished_ = false;
+}
+
+void stream::feed(const float * samples, size_t n) {
+    if (finished_) fail(NEMOTRON_ERR_INVALID_ARG, "the stream has been finished; reset it to start another");
+    frames_.clear();
+    frontend_.push(samples, n, frames_);
+    mel_.insert(mel_.end(), frames_.begin(), frames_.end());
+    n_mel_ += int64_t(frames_.size()) / m_.hparams.n_mels;
+    run_ready_chunks(false);
+}
+
+void stream::finish() {
+    if (finished_) return;
+    frames_.clear();
+    frontend_.finish(frames_);
+    // The full-utterance path treats NeMo's final (zero) frame as padding; streaming encodes it.
+    if (mode_ == chunking::offline) frames_.resize(frames_.size() - size_t(m_.hparams.n_mels));
+    mel_.insert(mel_.end(), frames_.begin(), frames_.end());
+    n_mel_ += int64_t(frames_.size()) / m_.hparams.n_mels;
+    run_ready_chunks(true);
+    finished_ = true;
+}
+
+void stream::run_ready_chunks(bool at_end) {
+    const int64_t S = subsampling_, R = right_;
+    while (true) {
+        const bool first = next_ == 0;
+        const bool padded_first = first && mode_ == chunking::stream_padded;
+        const int64_t chunk = first && !padded_first ? 1 + S * R : S * (R + 1);
+        const int64_t available = n_mel_ - next_;
+        int64_t n_new = chunk;
+        if (available < chunk) {
+            // NeMo's streaming buffer needs enough new frames for one subsampled frame.
+            const int64_t least = mode_ == chunking::offline || first ? 1 : S;
+            if (!at_end || available < least) break;
+            n_new = available;
+        }
+        int cache_frames = first && !padded_first ? 0 : pre_cache_;
+        int drop = first && !padded_first ? 0 : drop_;
+        if (mode_ == chunking::offline && next_ > 0 && next_ < pre_cache_) {
+            // The full-utterance path never sees zero frames before the signal: subsample
+            // from its start and drop the frames already encoded.
+            cache_frames = int(next_);
+            drop = subsampled_length(m_.hparams, int(next_));
+        }
+        run_chunk(next_, n_new, cache_frames, drop);
+        next_ += n_new;
+        if (n_new < chunk) break;
+    }
+    // Keep the frames the next chunk's pre-encode cache needs.
+    const int64_t keep_from = std::max<int64_t>(0, next_ - pre_cache_);
+    if (keep_from > mel_offset_) {
+        mel_.erase(mel_.begin(), mel_.begin() + std::ptrdiff_t((keep_from - mel_offset_) * m_.hparams.n_mels));
+        mel_offset_ = keep_from;
+    }
+}
+
+void stream::run_chunk(int64_t start, int64_t n_new, int cache_frames, int drop) {
+    const size_t n_mels = size_t(m_.hparams.n_mels);
+    input_.assign(size_t(cache_frames + n_new) * n_mels, 0.0f);
+    // Cache frames before the start of the stream are zeros, as NeMo pads them.
+    for (int64_t f = start - cache_frames; f < start + n_new; ++f) {
+        if (f < 0) continue;
+        const size_t src = size_t(f - mel_offset_) * n_mels;
+        const size_t dst = size_t(f - (start - cache_frames)) * n_mels;
+        std::copy(mel_.begin() + std::ptrdiff_t(src), mel_.begin() + std::ptrdiff_t(src + n_mels), input_.begin() + std::ptrdiff_t(dst));
+    }
+    out_.clear();
+    const int n = encoder_.run_chunk(input_.data(), int(cache_frames + n_new), drop, cache_, out_);
+    decoder_.decode(out_.data(), n, n_encoder_frames, tokens, token_frames, keep_trace_ ? &trace : nullptr);
+    if (keep_encoder_output_) {
+        encoder_output.insert(encoder_output.end(), out_.begin(), out_.end());
+        chunk_ends.push_back(n_encoder_frames + n);
+    }
+    n_encoder_frames += n;
+}
+
+} // namespace nemotron

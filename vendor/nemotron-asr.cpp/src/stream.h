@@ -1,0 +1,69 @@
+// A recognition stream: audio in pieces -> log-mel frames -> encoder chunks -> greedy tokens.
+//
+// The chunking follows NeMo's CacheAwareStreamingAudioBuffer. For right context R and
+// subsampling factor S: the first chunk is 1 + S R mel frames with no pre-encode cache;
+// every later chunk is S (R + 1) new frames behind S + 1 cached ones, of which the first
+// two subsampled frames are dropped; each gives R + 1 encoder frames. With
+// pad_and_drop_preencoded the first chunk too gets S + 1 (zero) cached frames. At the end
+// of the audio NeMo runs a last, shorter chunk if it has at least S new frames (1 before
+// the first chunk) and drops the rest. Offline chunking is the same grid with the
+// full-utterance path's ending: the final (zero) mel frame is padding, and every remaining
+// frame is encoded.
+#pragma once
+
+#include "encoder.h"
+#include "mel.h"
+#include "rnnt.h"
+
+#include <deque>
+#include <memory>
+#include <vector>
+
+namespace nemotron {
+
+enum class chunking { stream, stream_padded, offline };
+
+class stream {
+public:
+    stream(const model & m, ggml_backend_dev_t device, int n_threads, const rnnt_weights & weights, int att_right_context,
+           chunking mode, bool keep_encoder_output, bool keep_trace);
+    ~stream();
+    stream(const stream &) = delete;
+    stream & operator=(const stream &) = delete;
+
+    void feed(const float * samples, size_t n);
+    void finish();
+    void reset();
+
+    bool finished() const { return finished_; }
+    int right_context() const { return right_; }
+
+    std::vector<int32_t> tokens, token_frames;
+    std::vector<joint_step> trace;
+    std::vector<float> encoder_output; // [frames][d_model], when kept
+    std::vector<int32_t> chunk_ends;   // encoder frame count after each chunk, when kept
+    int32_t n_encoder_frames = 0;
+
+private:
+    void run_ready_chunks(bool at_end);
+    void run_chunk(int64_t start, int64_t n_new, int cache_frames, int drop);
+
+    const model & m_;
+    int right_, subsampling_, pre_cache_, drop_;
+    chunking mode_;
+    bool keep_encoder_output_, keep_trace_;
+    ggml_backend_t backend_; // each stream computes on its own backend, so streams may run on different threads
+    mel_frontend frontend_;
+    encoder encoder_;
+    encoder_cache cache_;
+    greedy_decoder decoder_;
+
+    std::deque<float> mel_;     // frames [mel_offset_, ...) of the stream
+    int64_t mel_offset_ = 0;
+    int64_t n_mel_ = 0;         // mel frames produced so far
+    int64_t next_ = 0;          // first mel frame of the next chunk
+    bool finished_ = false;
+    std::vector<float> frames_, input_, out_;
+};
+
+} // namespace nemotron
