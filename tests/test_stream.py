@@ -33,7 +33,7 @@ def run(model: NemotronModel, x: np.ndarray, pieces: int = 1, seed: int = 0, **k
         bounds = np.sort(np.random.default_rng(seed).choice(np.arange(1, len(x)), pieces - 1, replace=False))
         for part in np.split(x, bounds):
             s.feed(part)
-        s.finish()
+        s.finalize()
         return {"tokens": s.tokens, "frames": s.token_frames, "enc": s.encoder_output, "ends": s.chunk_ends,
                 "trace": s.trace, "text": np.array(s.text)}
 
@@ -104,7 +104,7 @@ def test_updates_and_reset(model: NemotronModel) -> None:
             update = s.feed(part)
             tokens.extend(update.new_tokens)
             texts.append(update.text)
-        final = s.finish()
+        final = s.finalize()
         tokens.extend(final.new_tokens)
         assert tokens == s.tokens.tolist()
         assert final.text == s.text == nemotron_cpp.detokenize(model.vocabulary, tokens)
@@ -114,7 +114,7 @@ def test_updates_and_reset(model: NemotronModel) -> None:
         s.reset()
         assert s.n_frames == 0 and len(s.tokens) == 0
         s.feed(x)
-        s.finish()
+        s.finalize()
         np.testing.assert_array_equal(s.tokens, first)
 
 
@@ -126,5 +126,40 @@ def test_bad_arguments(model: NemotronModel) -> None:
     with model.stream() as s:
         with pytest.raises(ValueError, match="NaN"):
             s.feed(np.array([np.inf], np.float32))
-        with pytest.raises(TypeError, match="floating point"):
-            s.feed(np.zeros(10, np.int16))
+        with pytest.raises(TypeError, match="float in"):
+            s.feed(np.zeros(10, np.int32))
+
+
+def test_latency_and_transcribe(model: NemotronModel) -> None:
+    assert model.latencies_ms == (1120, 560, 160, 80)
+    with model.stream(160) as s:
+        assert s.att_right_context == 1
+    with pytest.raises(ValueError, match="multiple of 80 ms"):
+        model.stream(100)
+    with pytest.raises(ValueError, match="not both"):
+        model.stream(160, att_right_context=1)
+    x = audio(24_000, seed=9)
+    result = model.transcribe(x, latency_ms=560)
+    offline = run(model, x, att_right_context=6, chunking="offline")
+    assert [t.id for t in result.tokens] == offline["tokens"].tolist()
+    assert [t.frame for t in result.tokens] == offline["frames"].tolist()
+    assert result.text == str(offline["text"])
+    assert result.duration == 1.5
+    assert all(t.start == t.frame * 0.08 and t.text == model.vocabulary[t.id] for t in result.tokens)
+    # int16 input is the same audio scaled by 2^15.
+    as_int16 = np.round(x * 32768).clip(-32768, 32767).astype(np.int16)
+    assert model.transcribe(as_int16, latency_ms=560).tokens == model.transcribe(as_int16.astype(np.float32) / 32768,
+                                                                                 latency_ms=560).tokens
+    with pytest.raises(ValueError, match="empty"):
+        model.transcribe(np.zeros(0, np.float32))
+
+
+def test_threads_share_one_model(model: NemotronModel) -> None:
+    """Streams on several threads at once give what they give one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clips = [audio(20_000 + 3_000 * i, seed=i) for i in range(6)]
+    serial = [model.transcribe(c, latency_ms=160).tokens for c in clips]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        parallel = list(pool.map(lambda c: model.transcribe(c, latency_ms=160).tokens, clips))
+    assert parallel == serial

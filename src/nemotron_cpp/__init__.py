@@ -6,6 +6,7 @@ from __future__ import annotations
 from .errors import BackendError, ModelFileError, NemotronError, UnsupportedModelError
 from .info import DeviceInfo, HParams, SystemInfo, TensorGroup, TensorInfo, system_info
 from .model import NemotronModel
+from .results import Token, Transcript
 from .stream import Stream, StreamUpdate
 from .text import detokenize
 
@@ -15,6 +16,8 @@ __all__ = [
     "NemotronModel",
     "Stream",
     "StreamUpdate",
+    "Token",
+    "Transcript",
     "detokenize",
     "HParams",
     "TensorInfo",

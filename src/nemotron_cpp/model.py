@@ -10,7 +10,9 @@ import numpy as np
 
 from . import _lib
 from .info import HParams, TensorGroup, TensorInfo
-from .stream import Stream, _as_samples
+from .results import Token, Transcript
+from .stream import Stream, as_samples
+from .text import detokenize
 
 __all__ = ["NemotronModel"]
 
@@ -163,8 +165,35 @@ class NemotronModel:
         """Every weight tensor, under its NeMo name, as the engine holds it."""
         return self._tensors
 
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds of audio per encoder frame (0.08 for this model family)."""
+        hp = self._hparams
+        return hp.subsampling_factor * hp.hop_length / hp.sample_rate
+
+    @property
+    def latencies_ms(self) -> Tuple[int, ...]:
+        """The chunk latencies the model was trained for, from its right contexts."""
+        return tuple(self._latency_ms(r) for r in self._hparams.att_right_contexts)
+
+    def _latency_ms(self, right_context: int) -> int:
+        return int(round((right_context + 1) * self.frame_seconds * 1000))
+
+    def _right_context(self, latency_ms: Optional[int], att_right_context: Optional[int]) -> Optional[int]:
+        if latency_ms is None:
+            return att_right_context
+        if att_right_context is not None:
+            raise ValueError("give latency_ms or att_right_context, not both")
+        frame_ms = self.frame_seconds * 1000
+        frames = latency_ms / frame_ms
+        if frames < 1 or abs(frames - round(frames)) > 1e-6:
+            raise ValueError(f"latency_ms must be a positive multiple of {frame_ms:g} ms, not {latency_ms}; "
+                             f"this model was trained for {', '.join(map(str, self.latencies_ms))} ms")
+        return int(round(frames)) - 1
+
     def stream(
         self,
+        latency_ms: Optional[int] = None,
         *,
         att_right_context: Optional[int] = None,
         chunking: str = "stream",
@@ -173,13 +202,36 @@ class NemotronModel:
     ) -> Stream:
         """A new recognition stream; see :class:`nemotron_cpp.Stream`.
 
-        ``att_right_context`` (default: the model's first trained value) sets the latency:
-        each chunk is ``(att_right_context + 1) * subsampling_factor`` mel frames.
-        ``chunking`` is ``"stream"`` (NeMo's cache-aware streaming), ``"stream_padded"``
-        (NeMo's ``pad_and_drop_preencoded=True``) or ``"offline"`` (NeMo's full-utterance path).
+        ``latency_ms`` is the chunk length (80, 160, 560 or 1120 for this model; default: the
+        model's first trained value, 1120); ``att_right_context`` says the same in encoder
+        frames (latency = (right context + 1) x 80 ms). ``chunking`` is ``"stream"`` (NeMo's
+        cache-aware streaming), ``"stream_padded"`` (NeMo's ``pad_and_drop_preencoded=True``)
+        or ``"offline"`` (NeMo's full-utterance path).
         """
-        return Stream(self, att_right_context=att_right_context, chunking=chunking,
+        return Stream(self, att_right_context=self._right_context(latency_ms, att_right_context), chunking=chunking,
                       keep_encoder_output=keep_encoder_output, keep_trace=keep_trace)
+
+    def transcribe(
+        self, samples: np.ndarray, *, latency_ms: Optional[int] = None, att_right_context: Optional[int] = None
+    ) -> Transcript:
+        """Recognizes a whole utterance as NeMo's ``transcribe()`` does: the full-utterance
+        encoder under the chunked attention mask of ``latency_ms`` (default: the model's first,
+        1120 ms), then greedy decoding. Computed chunk by chunk, so memory stays bounded.
+
+        ``samples``: mono float32/float64 in [-1, 1) or int16, at ``hparams.sample_rate``.
+        """
+        audio = as_samples(samples)
+        if audio.size == 0:
+            raise ValueError("samples is empty")
+        with self.stream(latency_ms, att_right_context=att_right_context, chunking="offline") as s:
+            s.feed(audio)
+            s.finalize()
+            ids, frames = s.tokens.tolist(), s.token_frames.tolist()
+        step = self.frame_seconds
+        tokens = tuple(Token(id=i, text=self._vocabulary[i], frame=f, start=f * step, end=(f + 1) * step)
+                       for i, f in zip(ids, frames))
+        return Transcript(text=detokenize(self._vocabulary, ids), tokens=tokens,
+                          duration=len(audio) / self._hparams.sample_rate)
 
     def log_mel(self, samples: np.ndarray) -> np.ndarray:
         """The log-mel features of a whole signal, as NeMo's preprocessor computes them.
@@ -187,7 +239,7 @@ class NemotronModel:
         ``samples`` is mono float audio in [-1, 1) at ``hparams.sample_rate``. Returns float32
         ``[n_mels, 1 + len(samples) // hop_length]``; like NeMo, the last frame is zero.
         """
-        audio = _as_samples(samples)
+        audio = as_samples(samples)
         if audio.size == 0:
             raise ValueError("samples is empty")
         return _lib.compute_mel(self._live(), audio, self._hparams.n_mels).T.copy()

@@ -23,7 +23,7 @@ CHUNKINGS = ("stream", "stream_padded", "offline")
 
 @dataclass(frozen=True)
 class StreamUpdate:
-    """What one ``feed`` or ``finish`` added."""
+    """What one ``feed`` or ``finalize`` added."""
 
     new_tokens: Tuple[int, ...]
     new_text: str
@@ -61,11 +61,12 @@ class Stream:
         self._text = ""
 
     def feed(self, samples: np.ndarray) -> StreamUpdate:
-        """Adds audio and runs every chunk that is complete."""
-        _lib.stream_feed(self._handle, _as_samples(samples))
+        """Adds audio (float in [-1, 1) or int16, mono, at the model's sample rate) and runs
+        every chunk that is complete."""
+        _lib.stream_feed(self._handle, as_samples(samples))
         return self._update()
 
-    def finish(self) -> StreamUpdate:
+    def finalize(self) -> StreamUpdate:
         """Ends the audio: runs what remains, as NeMo does at the end of a stream."""
         _lib.stream_finish(self._handle)
         return self._update()
@@ -134,12 +135,15 @@ class Stream:
         return _lib.stream_trace(self._handle)
 
 
-def _as_samples(samples: np.ndarray) -> np.ndarray:
+def as_samples(samples: np.ndarray) -> np.ndarray:
+    """Mono audio as contiguous float32 in [-1, 1): float arrays as they are, int16 scaled."""
     audio = np.asarray(samples)
     if audio.ndim != 1:
         raise ValueError(f"samples must be one-dimensional (mono), not of shape {audio.shape}")
-    if audio.dtype.kind != "f":
-        raise TypeError(f"samples must be floating point in [-1, 1), not {audio.dtype}")
+    if audio.dtype == np.int16:
+        audio = audio.astype(np.float32) / 32768.0
+    elif audio.dtype.kind != "f":
+        raise TypeError(f"samples must be float in [-1, 1) or int16, not {audio.dtype}")
     audio = np.ascontiguousarray(audio, dtype=np.float32)
     if not np.isfinite(audio).all():
         raise ValueError("samples contain NaN or infinity")
