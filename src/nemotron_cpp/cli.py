@@ -10,6 +10,7 @@ from typing import List, Optional
 
 from . import __version__
 from .errors import NemotronError
+from .gguf_layout import FILE_TYPES, LAYOUTS
 from .info import system_info
 from .model import NemotronModel
 
@@ -75,6 +76,23 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    # Imported here: converting needs the optional gguf and PyYAML packages, the rest of the CLI does not.
+    from .convert import convert_nemo
+
+    out = convert_nemo(args.src, args.dst, layout=args.layout, weight_type=args.weight_type, force=args.force)
+    print(f"wrote {out} ({_format_bytes(out.stat().st_size)}, layout {args.layout}, {args.weight_type})")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize_gguf
+
+    out = quantize_gguf(args.src, args.dst, weight_type=args.weight_type, force=args.force)
+    print(f"wrote {out} ({_format_bytes(out.stat().st_size)}, {args.weight_type})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nemotron-cpp",
@@ -92,6 +110,27 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--vocab", action="store_true", help="also list the vocabulary")
     info.set_defaults(run=_info)
+
+    types = ", ".join(FILE_TYPES)
+    convert = sub.add_parser("convert", help="convert a NeMo .nemo checkpoint to GGUF",
+                             description="Convert a NeMo .nemo checkpoint (no PyTorch needed) to a GGUF model file.")
+    convert.add_argument("src", help="the .nemo file (or the directory it was extracted into)")
+    convert.add_argument("dst", help="the GGUF file to write")
+    convert.add_argument("--layout", choices=LAYOUTS, default="nemo",
+                         help="nemo: the nemotron-asr.cpp port's layout (default); asr: NVIDIA's")
+    convert.add_argument("--type", dest="weight_type", choices=tuple(FILE_TYPES), default="f32", metavar="TYPE",
+                         help=f"weight type: {types} (default: f32)")
+    convert.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    convert.set_defaults(run=_convert)
+
+    quantize = sub.add_parser("quantize", help="change the weight type of a GGUF model",
+                              description="Write a GGUF model of either layout with its weights in another type.")
+    quantize.add_argument("src", help="a GGUF model file of either layout")
+    quantize.add_argument("dst", help="the GGUF file to write (not SRC)")
+    quantize.add_argument("--type", dest="weight_type", choices=tuple(FILE_TYPES), required=True, metavar="TYPE",
+                          help=f"weight type: {types}")
+    quantize.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    quantize.set_defaults(run=_quantize)
     return parser
 
 
@@ -100,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (OSError, NemotronError, ValueError) as e:
+    except (OSError, NemotronError, ValueError, ImportError) as e:
         print(f"nemotron-cpp: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

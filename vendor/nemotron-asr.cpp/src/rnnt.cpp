@@ -3,6 +3,7 @@
 #include "error.h"
 
 #include "ggml-backend.h"
+#include "ggml-cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,6 +26,7 @@ static std::vector<float> to_f32(const ggml_tensor * t) {
 }
 
 rnnt_weights::rnnt_weights(const model & m) {
+    ggml_cpu_init(); // the SIMD dot products below need the CPU backend's tables
     const nemotron_hparams & hp = m.hparams;
     d_enc = hp.d_model;
     n_embed = hp.pred_embed_dim;
@@ -51,12 +53,13 @@ rnnt_weights::rnnt_weights(const model & m) {
     out_b = to_f32(m.joint.out_b);
 }
 
-// y = W x + b for W row-major [rows][cols].
+// y = W x + b for W row-major [rows][cols], with ggml's SIMD dot product: one decoding
+// step is a few matrix-vector products, too small for a graph.
 static void affine(const float * w, const float * b, const float * x, int rows, int cols, float * y) {
+    static const ggml_vec_dot_t dot = ggml_get_type_traits_cpu(GGML_TYPE_F32)->vec_dot;
     for (int r = 0; r < rows; ++r) {
-        const float * row = w + size_t(r) * size_t(cols);
         float acc = 0.0f;
-        for (int c = 0; c < cols; ++c) acc += row[c] * x[c];
+        dot(cols, &acc, 0, w + size_t(r) * size_t(cols), 0, x, 0, 1);
         y[r] = acc + (b != nullptr ? b[r] : 0.0f);
     }
 }
