@@ -18,7 +18,7 @@ from nemotron_cpp import NemotronModel
 
 @pytest.fixture(scope="module")
 def model(fixtures_dir: Path) -> NemotronModel:
-    return NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf")
+    return NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf", n_threads=1)
 
 
 def audio(n: int, seed: int = 0) -> np.ndarray:

@@ -258,6 +258,10 @@ def stream_right_context(stream: Any) -> int:
     return int(_lib.nemotron_stream_right_context(stream))
 
 
+def stream_n_tokens(stream: Any) -> int:
+    return int(_lib.nemotron_stream_n_tokens(stream))
+
+
 def stream_tokens(stream: Any) -> Tuple["np.ndarray", "np.ndarray"]:
     """Token ids and the encoder frame of each, copied."""
     n = _lib.nemotron_stream_n_tokens(stream)

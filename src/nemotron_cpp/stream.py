@@ -90,6 +90,8 @@ class Stream:
         self.close()
 
     def _update(self) -> StreamUpdate:
+        if _lib.stream_n_tokens(self._handle) == self._n_reported:
+            return StreamUpdate(new_tokens=(), new_text="", text=self._text)
         ids, _ = _lib.stream_tokens(self._handle)
         new = tuple(int(i) for i in ids[self._n_reported:])
         self._n_reported = len(ids)
