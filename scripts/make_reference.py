@@ -4,15 +4,18 @@
 Not part of the installed package. It runs in a NeMo environment (see ``scripts/README.md``):
 
     python3 -m venv /tmp/nemo-venv
+    /tmp/nemo-venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
     /tmp/nemo-venv/bin/pip install -c scripts/nemo-constraints.txt -r scripts/nemo-requirements.txt
     apt-get install -y espeak-ng sox          # only to synthesise new audio
 
 The model is either a ``.nemo`` file (``--nemo PATH``) or built here with seeded random weights
-(``--size tiny|full --seed N``, the recipe of ``../shared/model-semantics.md`` section 1.1: N(0, 1/fan_in)
-weights, LayerNorm near 1, blank embedding row 0, a joint output layer made diverse, and a blank bias
-found by binary search so that speech gives a target median of tokens per encoder frame). A built model
-is saved as ``OUT/model.nemo`` and converted with this project's converter
-(``python -m nemotron_cpp convert ... --layout nemo --type f32``, run by ``--nemotron-python``).
+(``--size tiny|full --seed N``, the recipe of ``../shared/model-semantics.md`` section 1.1: a BPE
+tokenizer trained on seeded pseudo-English, N(0, 1/fan_in) weights, LayerNorm near 1, blank embedding
+row 0, a joint made to emit a mix of blanks and varied tokens, and a blank bias found by binary search
+for a target median of tokens per encoder frame; see ``tune_joint`` for the two steps added to 1.1's
+joint recipe). A built model is saved as ``OUT/model.nemo`` (+ ``model_meta.json``) and converted with
+this project's converter (``python -m nemotron_cpp convert ... --layout nemo --type f32``, run by
+``--nemotron-python``; skipped with a message when no interpreter with ``nemotron_cpp`` is available).
 
 For every clip (espeak-ng speech, speech in noise, white noise, digital silence; 16 kHz mono int16 WAV)
 it records, with dither off:
@@ -165,7 +168,7 @@ def write_wav_int16(path: Path, samples: np.ndarray) -> None:
         w.writeframes(samples.astype("<i2").tobytes())
 
 
-def _run(cmd: Sequence[str]) -> None:
+def _run(cmd: Sequence[object]) -> None:
     subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL)
 
 
@@ -239,7 +242,6 @@ SIZES = {
 # Norm of the blank row of the joint's output layer (it points along the mean hidden vector).
 BLANK_ROW_NORM = 3.0
 JOINT_WEIGHT_SCALE = 3.0
-TUNING_CONTEXTS = ((70, 0), (70, 13))
 
 _FUNCTION_WORDS = (
     "the a an and or but of to in on at by for with from as is are was were be been it this that "
@@ -393,21 +395,24 @@ class GreedyTracer:
         g, state = self.decoder.predict(None, None, add_sos=False, batch_size=1)
         return {"g": self.joint.project_prednet(g), "state": state}
 
-    def run(self, enc: "Any", carry: Optional[Dict[str, Any]] = None, frame0: int = 0,
-            hidden_out: Optional[List[Any]] = None) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+    def run(self, enc: Any, carry: Optional[Dict[str, Any]] = None,
+            frame0: int = 0) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
         """Decodes enc [T, D]; returns tokens, trace arrays and the state to carry into the next chunk."""
         import torch
 
-        # One step is a few small matrix products: on a shared CPU, OpenMP threads only add waiting.
+        # One step is a few small matrix products: on a shared CPU, OpenMP threads only add waiting, and
+        # oneDNN's LSTM costs about 6x aten's for a single step (11 ms against 2 ms at 640 wide). The
+        # traced tokens are checked against NeMo's own, which keep torch's default kernels.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._run(enc, carry, frame0, hidden_out)
+            with torch.backends.mkldnn.flags(enabled=False):
+                return self._run(enc, carry, frame0)
         finally:
             torch.set_num_threads(threads)
 
-    def _run(self, enc: Any, carry: Optional[Dict[str, Any]], frame0: int,
-             hidden_out: Optional[List[Any]]) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+    def _run(self, enc: Any, carry: Optional[Dict[str, Any]],
+             frame0: int) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
         import torch
 
         carry = carry or self.start()
@@ -415,10 +420,7 @@ class GreedyTracer:
         tokens, frames, argmaxes, margins = [], [], [], []
         for t in range(f.shape[0]):
             for _ in range(self.max_symbols):
-                hidden = f[t] + carry["g"][0, 0]
-                logits = self.joint.joint_net(hidden)
-                if hidden_out is not None:
-                    hidden_out.append(torch.relu(hidden))
+                logits = self.joint.joint_net(f[t] + carry["g"][0, 0])
                 top = torch.topk(logits, 2)
                 k = int(torch.argmax(logits))
                 frames.append(frame0 + t)
@@ -433,52 +435,70 @@ class GreedyTracer:
                 np.asarray(margins, np.float32), carry)
 
 
-def tune_joint(model: Any, tuning_audio: Sequence[np.ndarray], target: float) -> Dict[str, Any]:
-    """Makes the joint's output layer emit a mix of blanks and varied tokens (model-semantics.md 1.1).
+def tune_joint(model: Any, tuning_audio: Sequence[np.ndarray], target: float, seed: int) -> Dict[str, Any]:
+    """Shapes the joint so that greedy decoding emits a mix of blanks and varied tokens on speech.
 
-    Weights x3; each row loses its component along the mean ReLU hidden vector mu; the blank row becomes
-    BLANK_ROW_NORM * mu/|mu|; then the blank bias is binary-searched so that the median tokens per encoder
-    frame over the tuning clips x TUNING_CONTEXTS offline decodes equals ``target``.
+    model-semantics.md 1.1's recipe (output weights x3, each row without its component along the mean
+    ReLU hidden vector mu, blank row BLANK_ROW_NORM * mu/|mu|, blank bias binary-searched to a target
+    median of tokens per frame) plus two steps without which, at full size, one context emits only
+    blanks and another 10 tokens on every frame: a deep random encoder's output is dominated by a
+    per-utterance constant, so the joint's encoder projection first loses its response to each tuning
+    decode's mean encoder output and is rescaled to unit spread over frames; and the prediction
+    network's projection is rescaled to the same spread over token states, so that the decoder state
+    matters. Tuning decodes: TUNING_CLIPS x all att_context_sizes, offline.
     """
     import torch
 
-    tracer = GreedyTracer(model)
-    out_layer = model.joint.joint_net[-1]
-    blank = tracer.blank
-    encs = []
+    joint, tracer = model.joint, GreedyTracer(model)
+    out_layer, blank = joint.joint_net[-1], tracer.blank
+    encs: List[Any] = []
     for samples in tuning_audio:
         mel, mel_len = preprocess(model, samples)
-        for ctx in TUNING_CONTEXTS:
-            encs.append(offline_encode(model, mel, mel_len, ctx))
-    # mu: the mean ReLU hidden vector seen while decoding the tuning clips with the untouched joint.
-    hidden: List[Any] = []
-    for enc in encs:
-        tracer.run(enc, hidden_out=hidden)
-    mu = torch.stack(hidden).mean(0)
+        encs.extend(offline_encode(model, mel, mel_len, ctx) for ctx in ALL_ATT_CONTEXTS)
+
+    def spread(x: "torch.Tensor") -> float:
+        return float((x - x.mean(0)).std())
+
+    means, _ = torch.linalg.qr(torch.stack([e.mean(0) for e in encs]).T)
+    joint.enc.weight.sub_((joint.enc.weight @ means) @ means.T)
+    joint.enc.weight.div_(spread(torch.cat([joint.project_encoder(e[None])[0] for e in encs])))
+
+    gen = torch.Generator().manual_seed(seed)
+    states = torch.randint(0, blank, (64, 1), generator=gen)
+    joint.pred.weight.div_(spread(joint.project_prednet(model.decoder.predict(states, None, add_sos=False)[0])[:, 0]))
+
+    g0 = tracer.start()["g"][0, 0]
+    mu = torch.cat([torch.relu(joint.project_encoder(e[None])[0] + g0) for e in encs]).mean(0)
     mu_hat = mu / mu.norm()
     w = out_layer.weight * JOINT_WEIGHT_SCALE
     w = w - (w @ mu_hat)[:, None] * mu_hat[None, :]
     w[blank] = BLANK_ROW_NORM * mu_hat
     out_layer.weight.copy_(w)
 
-    def median_rate(bias: float) -> float:
+    def rates(bias: float) -> List[float]:
         out_layer.bias[blank] = bias
-        return float(np.median([len(tracer.run(enc)[0]) / enc.shape[0] for enc in encs]))
+        return [len(tracer.run(enc)[0]) / enc.shape[0] for enc in encs]
 
-    lo, hi = -64.0, 64.0  # the rate falls as the blank bias rises
-    for _ in range(24):
+    # The rate falls as the blank bias rises, in steps: bisect, keep the bias closest to the target.
+    lo, hi, best = -128.0, 128.0, (np.inf, 0.0, [0.0])
+    for _ in range(20):
         mid = (lo + hi) / 2
-        rate = median_rate(mid)
-        if abs(rate - target) <= 0.05:
+        per_decode = rates(mid)
+        rate = float(np.median(per_decode))
+        best = min(best, (abs(rate - target), mid, per_decode), key=lambda b: b[0])
+        if abs(rate - target) <= 0.02:
             break
         lo, hi = (mid, hi) if rate > target else (lo, mid)
-    else:
-        raise RuntimeError(f"blank-bias search: no bias in [-64, 64] gives {target} tokens per frame")
+    error, bias, per_decode = best
+    if error > 0.25 * target:
+        raise RuntimeError(f"blank-bias search: the closest median rate to {target} tokens per frame is "
+                           f"{target + error:.3f} or {target - error:.3f}")
+    out_layer.bias[blank] = bias
     return {
-        "joint_weight_scale": JOINT_WEIGHT_SCALE, "blank_row_norm": BLANK_ROW_NORM,
-        "blank_bias": float(out_layer.bias[blank]), "median_tokens_per_frame": rate,
-        "target_tokens_per_frame": target, "tuning_clips": [c.name for c in TUNING_CLIPS],
-        "tuning_att_contexts": [list(c) for c in TUNING_CONTEXTS],
+        "joint_weight_scale": JOINT_WEIGHT_SCALE, "blank_row_norm": BLANK_ROW_NORM, "blank_bias": bias,
+        "median_tokens_per_frame": round(float(np.median(per_decode)), 3),
+        "tokens_per_frame": [round(r, 3) for r in per_decode], "target_tokens_per_frame": target,
+        "tuning_clips": [c.name for c in TUNING_CLIPS], "tuning_att_contexts": [list(c) for c in ALL_ATT_CONTEXTS],
     }
 
 
@@ -499,7 +519,7 @@ def build_model(size_name: str, seed: int, out: Path, tuning_audio: Sequence[np.
         model.eval()
         with torch.inference_mode():
             init_weights(model, seed)
-            tuning = tune_joint(model, tuning_audio, size.tokens_per_frame)
+            tuning = tune_joint(model, tuning_audio, size.tokens_per_frame, seed)
         nemo_path = out / "model.nemo"
         model.save_to(str(nemo_path))
     meta = {
@@ -572,9 +592,7 @@ class Recorder:
             raise RuntimeError(f"{key}: part of the model is in training mode")
         tokens, frames, argmax, margins = trace or self.tracer.run(enc)[:4]
         if tokens != nemo_tokens:
-            raise RuntimeError(f"{key}: the greedy trace gives {len(tokens)} tokens that differ from NeMo's "
-                               f"{len(nemo_tokens)}; first difference at token "
-                               f"{next((i for i, (a, b) in enumerate(zip(tokens, nemo_tokens)) if a != b), min(len(tokens), len(nemo_tokens)))}")
+            raise RuntimeError(f"{key}: the greedy trace's {len(tokens)} tokens differ from NeMo's {len(nemo_tokens)}")
         arrays[f"{key}__enc"] = enc.numpy().astype(np.float32)
         arrays[f"{key}__tokens"] = np.asarray(nemo_tokens, np.int32)
         arrays[f"{key}__trace_frame"] = frames
@@ -621,7 +639,11 @@ class Recorder:
 
     def _stream(self, arrays: Dict[str, np.ndarray], key: str, wav: Path, ctx: Tuple[int, int],
                 pad_and_drop_preencoded: bool, mel: Any) -> Dict[str, Any]:
-        """NeMo's cache-aware streaming loop (the example script's perform_streaming, one stream)."""
+        """NeMo's cache-aware streaming loop (the example script's perform_streaming, one stream).
+
+        The model keeps its own decoding config (greedy_batch, max_symbols 10, loop_labels), which is
+        what the example's default RNNTDecodingConfig selects too.
+        """
         import torch
         from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
 
@@ -644,8 +666,12 @@ class Recorder:
             captured.append(result[0][0, :, : int(result[1][0])].T.clone())
             return result
 
-        starts, lengths, drops, token_counts = [], [], [], []
-        previous_hypotheses, pred_out = None, None
+        starts: List[int] = []
+        lengths: List[int] = []
+        drops: List[int] = []
+        token_counts: List[int] = []
+        previous_hypotheses: Any = None
+        pred_out = None
         chunks = iter(buffer)
         model.encoder.cache_aware_stream_step = capture
         try:
@@ -675,15 +701,19 @@ class Recorder:
         chunk_frames = [int(c.shape[0]) for c in captured]
         # The trace runs chunk by chunk too, carrying the decoder state as previous_hypotheses does;
         # after each chunk it must have emitted as many tokens as NeMo had.
-        carry, frame0, parts = None, 0, []
+        traced: List[int] = []
+        frames, argmax, margins = [], [], []
+        carry, frame0 = None, 0
         for c, count in zip(captured, token_counts):
-            *part, carry = self.tracer.run(c, carry, frame0)
-            parts.append(part)
+            emitted, step_frames, step_argmax, step_margins, carry = self.tracer.run(c, carry, frame0)
+            traced += emitted
+            frames.append(step_frames)
+            argmax.append(step_argmax)
+            margins.append(step_margins)
             frame0 += c.shape[0]
-            if sum(len(p[0]) for p in parts) != count:
+            if len(traced) != count:
                 raise RuntimeError(f"{key}: the greedy trace's per-chunk token counts differ from NeMo's")
-        trace = ([t for p in parts for t in p[0]],
-                 *(np.concatenate([p[i] for p in parts]).astype(parts[0][i].dtype) for i in (1, 2, 3)))
+        trace = (traced, np.concatenate(frames), np.concatenate(argmax), np.concatenate(margins))
         enc = torch.cat(captured)
         info = self._trace_case(arrays, key, enc, tokens, hyp.text, trace)
         arrays[f"{key}__chunk_mel_start"] = np.asarray(starts, np.int32)
@@ -807,6 +837,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if threads:
         torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
+    t_import = time.time()
 
     audio = prepare_audio(clips, args.out, reuse)
     t_audio = time.time()
@@ -816,17 +847,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         nemo_path = args.nemo
         model_meta = {"source": display_path(nemo_path), "sha256": sha256_file(nemo_path)}
     else:
-        tuning = {c.name: read_wav_int16(audio[c.name]) if c.name in audio else None for c in TUNING_CLIPS}
-        missing = [c for c in TUNING_CLIPS if tuning[c.name] is None]
+        tuning = {name: read_wav_int16(path) for name, path in audio.items()}
+        missing = [c for c in TUNING_CLIPS if c.name not in tuning]
         if missing:
             with tempfile.TemporaryDirectory() as tmp:
-                for c, path in prepare_audio(missing, Path(tmp), {}).items():
-                    tuning[c] = read_wav_int16(path)
+                for name, path in prepare_audio(missing, Path(tmp), {}).items():
+                    tuning[name] = read_wav_int16(path)
         nemo_path, model_meta = build_model(args.size, args.seed, args.out, [tuning[c.name] for c in TUNING_CLIPS])
         model_meta["source"] = "built by this script: " + nemo_path.name
     t_model = time.time()
     conversion = convert(nemo_path, args.out / "model.f32.gguf", args.nemotron_python) if args.size else None
+    t_convert = time.time()
 
+    # The references come from the saved file, so they describe exactly what a converter reads.
     model = EncDecRNNTBPEModel.restore_from(str(nemo_path), map_location="cpu")
     model.eval()
     model.preprocessor.featurizer.dither = 0.0
@@ -841,7 +874,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             t0 = time.time()
             arrays, info = recorder.clip(audio[clip.name], contexts, modes)
             npz = args.out / f"{clip.name}.npz"
-            np.savez_compressed(npz, **arrays)
+            np.savez_compressed(npz, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
             entry = {"name": clip.name, "kind": clip.kind, "wav": audio[clip.name].name,
                      "sha256": sha256_file(audio[clip.name]), "npz": npz.name,
                      "synthesis": {k: v for k, v in asdict(clip).items() if k not in ("name", "kind") and v not in ("", None)},
@@ -871,7 +904,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         },
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
         "timing_seconds": {
-            "audio": round(t_audio - t_start, 1), "model": round(t_model - t_audio, 1),
+            "import": round(t_import - t_start, 1), "audio": round(t_audio - t_import, 1),
+            "build": round(t_model - t_audio, 1),
+            "convert": round(t_convert - t_model, 1), "restore": round(t_ref - t_convert, 1),
             "references": round(t_end - t_ref, 1), "total": round(t_end - t_start, 1),
         },
         "model": {**model_meta, "blank_id": recorder.blank, "vocab_size": len(vocabulary),

@@ -90,7 +90,7 @@ def test_manifest_lists_existing_files_with_matching_audio(manifest: Dict) -> No
 
 
 def test_committed_size_is_within_budget() -> None:
-    assert sum(p.stat().st_size for p in REFERENCE.iterdir()) < 3.5e6
+    assert sum(p.stat().st_size for p in REFERENCE.iterdir()) < 3.2e6
 
 
 def test_model_description(manifest: Dict) -> None:
