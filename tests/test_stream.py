@@ -163,3 +163,26 @@ def test_threads_share_one_model(model: NemotronModel) -> None:
     with ThreadPoolExecutor(max_workers=3) as pool:
         parallel = list(pool.map(lambda c: model.transcribe(c, latency_ms=160).tokens, clips))
     assert parallel == serial
+
+
+def test_memory_stays_bounded(fixtures_dir: Path) -> None:
+    """Ten times the audio takes no more memory: a stream keeps only its caches and the mel
+    frames the next chunk needs (the tokens themselves are a few bytes each)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from nemotron_cpp import NemotronModel\n"
+        "m = NemotronModel(sys.argv[1], n_threads=1)\n"
+        "piece = (0.1 * np.random.default_rng(0).standard_normal(16000 * 10)).astype(np.float32)\n"
+        "with m.stream(80) as s:\n"
+        "    for _ in range(int(sys.argv[2])):\n"
+        "        s.feed(piece)\n"
+        "    s.finalize()\n"
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')))\n"
+    )
+    path = str(fixtures_dir / "layout-a-tiny.q8_0.gguf")
+    peak = [int(subprocess.run([sys.executable, "-c", script, path, str(n)], capture_output=True, text=True,
+                               check=True).stdout) for n in (3, 30)]  # 30 s and 5 min of audio
+    assert peak[1] - peak[0] < 8 * 1024, f"peak RSS grew from {peak[0]} to {peak[1]} KiB"
