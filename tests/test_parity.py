@@ -20,7 +20,8 @@ import soundfile
 from nemotron_cpp import NemotronModel
 from nemotron_cpp.convert import convert_nemo
 
-REFERENCES = {"tiny": Path(__file__).resolve().parent / "reference" / "tiny"}
+REPO = Path(__file__).resolve().parents[1]
+REFERENCES = {"tiny": REPO / "tests" / "reference" / "tiny"}
 # Full-size references (24 layers, d_model 1024) are made on demand, see scripts/README.md.
 FULL = Path(os.environ.get("NEMOTRON_FULL_REFERENCE", Path.home() / ".cache" / "nemotron-cpp" / "reference" / "full"))
 if (FULL / "manifest.json").exists():
@@ -44,8 +45,11 @@ def _model(ref: str, fixtures_dir: Path, out_dir: Path) -> NemotronModel:
     model = MANIFESTS[ref]["model"]
     if model.get("conversion"):  # the generator converted the model it built with our converter
         path = REFERENCES[ref] / model["conversion"]["output"]
-    else:  # the committed set records the shared tiny model, which CI has too
-        path = convert_nemo(fixtures_dir / Path(model["source"]).name, out_dir / f"{ref}.f32.gguf", force=True)
+    else:  # a recorded .nemo: the committed set's is the shared tiny model, which CI has too
+        source = Path(model["source"])
+        candidates = [fixtures_dir / source.name, REPO / source, REFERENCES[ref] / source]
+        nemo = next((c for c in candidates if c.is_file()), candidates[0])
+        path = convert_nemo(nemo, out_dir / f"{ref}.f32.gguf", force=True)
     # One thread for the tiny model: its graphs are too small to share; results do not depend on it.
     return NemotronModel(path, n_threads=1 if ref == "tiny" else None)
 
