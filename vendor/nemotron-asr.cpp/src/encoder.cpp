@@ -53,7 +53,59 @@ encoder::encoder(const model & m, ggml_backend_t backend) : m_(m), backend_(back
     if (alloc_ == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "cannot create the graph allocator");
 }
 
-encoder::~encoder() { ggml_gallocr_free(alloc_); }
+encoder::~encoder() {
+    for (auto & entry : projected_) {
+        ggml_backend_buffer_free(entry.second.buf);
+        ggml_free(entry.second.ctx);
+    }
+    ggml_gallocr_free(alloc_);
+}
+
+void encoder::allocate(ggml_context * ctx, ggml_cgraph * gf) {
+    if (!ggml_gallocr_alloc_graph(alloc_, gf)) {
+        ggml_free(ctx);
+        fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate an encoder graph");
+    }
+}
+
+const encoder::projected_positions & encoder::project_positions(int n_kv, int n_q) {
+    auto found = projected_.find(n_q);
+    if (found != projected_.end()) return found->second;
+    const nemotron_hparams & hp = m_.hparams;
+    const int n_pos = n_kv + n_q - 1;
+
+    projected_positions out;
+    ggml_init_params cp = {ggml_tensor_overhead() * size_t(hp.n_layers), nullptr, true};
+    out.ctx = ggml_init(cp);
+    for (int il = 0; il < hp.n_layers; ++il) {
+        out.layers.push_back(ggml_new_tensor_2d(out.ctx, GGML_TYPE_F32, hp.d_model, n_pos));
+    }
+    out.buf = ggml_backend_alloc_ctx_tensors_from_buft(out.ctx, ggml_backend_get_default_buffer_type(backend_));
+    if (out.buf == nullptr) {
+        ggml_free(out.ctx);
+        fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate the projected positions");
+    }
+
+    const size_t n_nodes = size_t(8 + 4 * hp.n_layers);
+    const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);
+    if (meta_.size() < meta) meta_.resize(meta);
+    ggml_init_params ip = {meta_.size(), meta_.data(), true};
+    ggml_context * ctx = ggml_init(ip);
+    ggml_cgraph * gf = ggml_new_graph_custom(ctx, n_nodes, false);
+    ggml_tensor * pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.d_model, n_pos);
+    ggml_set_input(pos);
+    for (int il = 0; il < hp.n_layers; ++il) {
+        ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_mul_mat(ctx, m_.layers[size_t(il)].pos_w, pos), out.layers[size_t(il)]));
+    }
+    allocate(ctx, gf);
+    std::vector<float> host;
+    positions(n_kv, n_q, host);
+    ggml_backend_tensor_set(pos, host.data(), 0, ggml_nbytes(pos));
+    const ggml_status status = ggml_backend_graph_compute(backend_, gf);
+    ggml_free(ctx);
+    if (status != GGML_STATUS_SUCCESS) fail(NEMOTRON_ERR_BACKEND, "the position graph failed (ggml status %d)", int(status));
+    return projected_.emplace(n_q, std::move(out)).first->second;
+}
 
 static ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
     return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, kLayerNormEps), w), b);
@@ -134,8 +186,7 @@ ggml_tensor * encoder::conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int
     // position n_kv-n_q+i-j, which is row n_q-1-i+j: Transformer-XL's "relative shift" is
     // a strided view.
     const int64_t n_pos = pos->ne[1];
-    ggml_tensor * p = ggml_mul_mat(ctx, L.pos_w, pos);
-    p = ggml_permute(ctx, ggml_reshape_3d(ctx, p, d_head, n_head, n_pos), 0, 2, 1, 3);
+    ggml_tensor * p = ggml_permute(ctx, ggml_reshape_3d(ctx, pos, d_head, n_head, n_pos), 0, 2, 1, 3);
     ggml_tensor * position = ggml_mul_mat(ctx, p, q_v); // [n_pos, n_q, head]
     position = ggml_view_3d(ctx, position, n_kv, n_q, n_head, (size_t(n_pos) - 1) * position->nb[0], position->nb[2],
                             size_t(n_q - 1) * position->nb[0]);
@@ -196,6 +247,8 @@ int encoder::run_chunk(const float * mel, int n_frames, int drop, encoder_cache 
     const int left = int(cache.k[0]->ne[1]);
     const int n_kv = left + n_q;
 
+    const projected_positions & projected = project_positions(n_kv, n_q);
+
     const size_t n_nodes = size_t(64 + 96 * hp.n_layers);
     const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);
     if (meta_.size() < meta) meta_.resize(meta);
@@ -205,26 +258,19 @@ int encoder::run_chunk(const float * mel, int n_frames, int drop, encoder_cache 
 
     ggml_tensor * mel_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_mels, n_frames);
     ggml_set_input(mel_in);
-    ggml_tensor * pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.d_model, n_kv + n_q - 1);
-    ggml_set_input(pos);
     ggml_tensor * mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n_q);
     ggml_set_input(mask);
 
     ggml_tensor * x = subsampling(ctx, mel_in, drop);
     for (int il = 0; il < hp.n_layers; ++il) {
-        x = conformer_layer(ctx, gf, il, x, pos, mask, cache);
+        x = conformer_layer(ctx, gf, il, x, projected.layers[size_t(il)], mask, cache);
     }
     ggml_set_output(x);
     ggml_build_forward_expand(gf, x);
 
-    if (!ggml_gallocr_alloc_graph(alloc_, gf)) {
-        ggml_free(ctx);
-        fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate the encoder graph");
-    }
+    allocate(ctx, gf);
     ggml_backend_tensor_set(mel_in, mel, 0, ggml_nbytes(mel_in));
     std::vector<float> host;
-    positions(n_kv, n_q, host);
-    ggml_backend_tensor_set(pos, host.data(), 0, ggml_nbytes(pos));
     // Cached frames that do not exist yet (the stream's first frames) are masked out.
     host.assign(size_t(n_kv) * size_t(n_q), 0.0f);
     const int n_invalid = left - std::min(cache.n_valid, left);

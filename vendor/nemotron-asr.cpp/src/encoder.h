@@ -12,6 +12,7 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 
+#include <map>
 #include <vector>
 
 namespace nemotron {
@@ -49,15 +50,27 @@ public:
     int run_chunk(const float * mel, int n_frames, int drop, encoder_cache & cache, std::vector<float> & out);
 
 private:
+    // The relative positions a chunk of n_q queries needs, projected by every layer's
+    // linear_pos: they depend only on the chunk geometry, so they are computed once per
+    // geometry rather than in every chunk's graph.
+    struct projected_positions {
+        ggml_context * ctx = nullptr;
+        ggml_backend_buffer_t buf = nullptr;
+        std::vector<ggml_tensor *> layers; // [d_model, n_kv + n_q - 1] per layer
+    };
+
     ggml_tensor * subsampling(ggml_context * ctx, ggml_tensor * mel, int drop);
     ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int il, ggml_tensor * x, ggml_tensor * pos,
                                   ggml_tensor * mask, encoder_cache & cache);
     void positions(int n_kv, int n_q, std::vector<float> & out) const;
+    const projected_positions & project_positions(int n_kv, int n_q);
+    void allocate(ggml_context * ctx, ggml_cgraph * gf);
 
     const model & m_;
     ggml_backend_t backend_;
     ggml_gallocr_t alloc_;
     std::vector<uint8_t> meta_; // memory for graph and tensor descriptions
+    std::map<int, projected_positions> projected_; // by n_q
 };
 
 // Mel frames in, encoder frames out: the length after subsampling n frames.
