@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional, Tuple
 import numpy as np
 
 from . import _lib
-from .text import detokenize
+from .text import piece_bytes, text_from_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import NemotronModel
@@ -58,6 +58,7 @@ class Stream:
         self.chunking = chunking
         self.att_right_context = _lib.stream_right_context(self._handle)
         self._n_reported = 0
+        self._bytes = bytearray()  # the pieces reported so far, joined
         self._text = ""
 
     def feed(self, samples: np.ndarray) -> StreamUpdate:
@@ -75,6 +76,7 @@ class Stream:
         """Starts over with empty caches and no results."""
         _lib.stream_reset(self._handle)
         self._n_reported = 0
+        self._bytes = bytearray()
         self._text = ""
 
     def close(self) -> None:
@@ -95,7 +97,8 @@ class Stream:
         ids, _ = _lib.stream_tokens(self._handle)
         new = tuple(int(i) for i in ids[self._n_reported:])
         self._n_reported = len(ids)
-        text = detokenize(self._model.vocabulary, ids.tolist())
+        self._bytes += piece_bytes(self._model.vocabulary, new)
+        text = text_from_bytes(bytes(self._bytes))
         new_text = text[len(self._text):] if text.startswith(self._text) else text
         self._text = text
         return StreamUpdate(new_tokens=new, new_text=new_text, text=text)
@@ -113,7 +116,7 @@ class Stream:
     @property
     def text(self) -> str:
         """The text so far."""
-        return detokenize(self._model.vocabulary, self.tokens.tolist())
+        return text_from_bytes(piece_bytes(self._model.vocabulary, self.tokens.tolist()))
 
     @property
     def n_frames(self) -> int:

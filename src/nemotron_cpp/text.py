@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-__all__ = ["detokenize"]
+__all__ = ["detokenize", "piece_bytes", "text_from_bytes"]
 
 _WORD_START = "\u2581"  # SentencePiece's "▁": a piece that begins a word
 _UNKNOWN_SURFACE = " \u2047 "  # SentencePiece prints <unk> as " ⁇ "
@@ -23,6 +23,12 @@ def detokenize(pieces: Sequence[str], ids: Iterable[int]) -> str:
     >>> detokenize(["<unk>", "\u2581he", "llo", "\u2581w", "orld", "<0x21>"], [1, 2, 3, 4, 5])
     'hello world!'
     """
+    return text_from_bytes(piece_bytes(pieces, ids))
+
+
+def piece_bytes(pieces: Sequence[str], ids: Iterable[int]) -> bytes:
+    """The UTF-8 bytes of the pieces of ``ids``, before the text is decoded: streams append to
+    them as tokens arrive instead of joining every piece again."""
     out = bytearray()
     for i in ids:
         if not 0 <= i < len(pieces):
@@ -35,5 +41,10 @@ def detokenize(pieces: Sequence[str], ids: Iterable[int]) -> str:
             out += _UNKNOWN_SURFACE.encode()
         else:
             out += piece.replace(_WORD_START, " ").encode()
-    text = out.decode("utf-8", errors="replace")
+    return bytes(out)
+
+
+def text_from_bytes(data: bytes) -> str:
+    """Decodes joined piece bytes; the text's leading space is dropped, as SentencePiece does."""
+    text = data.decode("utf-8", errors="replace")
     return text[1:] if text.startswith(" ") else text
