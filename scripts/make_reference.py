@@ -29,7 +29,8 @@ it records, with dither off:
   NeMo's ``examples/asr/asr_cache_aware_streaming/speech_to_text_cache_aware_streaming_infer.py``), the
   chunk geometry, the tokens after each chunk, the final tokens and text;
 * for every case, the greedy trace: one row per joint evaluation with the encoder frame, the argmax id
-  and the top-1 minus top-2 margin of the joint logits (before log-softmax). The trace is computed here
+  the top-1 minus top-2 margin of the joint logits (before log-softmax) and the argmax's softmax
+  probability (what the engine reports as a token's confidence). The trace is computed here
   on NeMo's decoder and joint modules and must reproduce NeMo's own tokens exactly, or the run fails.
 
 Output (``--out DIR``): ``CLIP.wav``, ``CLIP.npz`` and ``manifest.json``; the manifest describes every
@@ -382,7 +383,8 @@ class GreedyTracer:
 
     As NeMo's greedy_batch: SOS is a zero input vector with zero LSTM state; the LSTM state and the last
     label advance only on a non-blank; at most ``max_symbols`` non-blanks per frame. Each evaluation is
-    recorded as (frame, argmax, top1 - top2 margin of the logits before log-softmax).
+    recorded as (frame, argmax, top1 - top2 margin of the logits before log-softmax, softmax probability
+    of the argmax).
     """
 
     def __init__(self, model: Any):
@@ -396,7 +398,7 @@ class GreedyTracer:
         return {"g": self.joint.project_prednet(g), "state": state}
 
     def run(self, enc: Any, carry: Optional[Dict[str, Any]] = None,
-            frame0: int = 0) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+            frame0: int = 0) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
         """Decodes enc [T, D]; returns tokens, trace arrays and the state to carry into the next chunk."""
         import torch
 
@@ -412,12 +414,12 @@ class GreedyTracer:
             torch.set_num_threads(threads)
 
     def _run(self, enc: Any, carry: Optional[Dict[str, Any]],
-             frame0: int) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
+             frame0: int) -> Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
         import torch
 
         carry = carry or self.start()
         f = self.joint.project_encoder(enc[None])[0]  # [T, H]
-        tokens, frames, argmaxes, margins = [], [], [], []
+        tokens, frames, argmaxes, margins, probs = [], [], [], [], []
         for t in range(f.shape[0]):
             for _ in range(self.max_symbols):
                 logits = self.joint.joint_net(f[t] + carry["g"][0, 0])
@@ -426,13 +428,14 @@ class GreedyTracer:
                 frames.append(frame0 + t)
                 argmaxes.append(k)
                 margins.append(float(top.values[0] - top.values[1]))
+                probs.append(float(torch.softmax(logits, -1)[k]))
                 if k == self.blank:
                     break
                 tokens.append(k)
                 g, state = self.decoder.predict(torch.tensor([[k]]), carry["state"], add_sos=False, batch_size=1)
                 carry = {"g": self.joint.project_prednet(g), "state": state}
         return (tokens, np.asarray(frames, np.int32), np.asarray(argmaxes, np.int32),
-                np.asarray(margins, np.float32), carry)
+                np.asarray(margins, np.float32), np.asarray(probs, np.float32), carry)
 
 
 def tune_joint(model: Any, tuning_audio: Sequence[np.ndarray], target: float, seed: int) -> Dict[str, Any]:
@@ -587,10 +590,11 @@ class Recorder:
         self.check_transcribe = check_transcribe
 
     def _trace_case(self, arrays: Dict[str, np.ndarray], key: str, enc: Any, nemo_tokens: List[int],
-                    text: str, trace: Optional[Tuple[List[int], np.ndarray, np.ndarray, np.ndarray]] = None) -> Dict[str, Any]:
+                    text: str, trace: Optional[Tuple[List[int], np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = None
+                    ) -> Dict[str, Any]:
         if any(m.training for m in self.model.modules()):
             raise RuntimeError(f"{key}: part of the model is in training mode")
-        tokens, frames, argmax, margins = trace or self.tracer.run(enc)[:4]
+        tokens, frames, argmax, margins, probs = trace or self.tracer.run(enc)[:5]
         if tokens != nemo_tokens:
             raise RuntimeError(f"{key}: the greedy trace's {len(tokens)} tokens differ from NeMo's {len(nemo_tokens)}")
         arrays[f"{key}__enc"] = enc.numpy().astype(np.float32)
@@ -598,6 +602,7 @@ class Recorder:
         arrays[f"{key}__trace_frame"] = frames
         arrays[f"{key}__trace_argmax"] = argmax
         arrays[f"{key}__trace_margin"] = margins
+        arrays[f"{key}__trace_prob"] = probs
         info = summarize(nemo_tokens, frames, argmax, margins, enc.shape[0], self.blank, self.tracer.max_symbols)
         info["text"] = text
         return info
@@ -702,18 +707,19 @@ class Recorder:
         # The trace runs chunk by chunk too, carrying the decoder state as previous_hypotheses does;
         # after each chunk it must have emitted as many tokens as NeMo had.
         traced: List[int] = []
-        frames, argmax, margins = [], [], []
+        frames, argmax, margins, probs = [], [], [], []
         carry, frame0 = None, 0
         for c, count in zip(captured, token_counts):
-            emitted, step_frames, step_argmax, step_margins, carry = self.tracer.run(c, carry, frame0)
+            emitted, step_frames, step_argmax, step_margins, step_probs, carry = self.tracer.run(c, carry, frame0)
             traced += emitted
             frames.append(step_frames)
             argmax.append(step_argmax)
             margins.append(step_margins)
+            probs.append(step_probs)
             frame0 += c.shape[0]
             if len(traced) != count:
                 raise RuntimeError(f"{key}: the greedy trace's per-chunk token counts differ from NeMo's")
-        trace = (traced, np.concatenate(frames), np.concatenate(argmax), np.concatenate(margins))
+        trace = (traced, np.concatenate(frames), np.concatenate(argmax), np.concatenate(margins), np.concatenate(probs))
         enc = torch.cat(captured)
         info = self._trace_case(arrays, key, enc, tokens, hyp.text, trace)
         arrays[f"{key}__chunk_mel_start"] = np.asarray(starts, np.int32)
@@ -921,9 +927,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "mel": "float32 [128, mel_frames]: the preprocessor's output; columns from mel_len on are pad (0.0)",
             "<case>__enc": "float32 [enc_frames, d_model]: encoder output, time-major; streaming: chunks concatenated",
             "<case>__tokens": "int32: NeMo's final token ids (the expected values)",
-            "<case>__trace_frame / __trace_argmax / __trace_margin": (
+            "<case>__trace_frame / __trace_argmax / __trace_margin / __trace_prob": (
                 "one row per joint evaluation: encoder frame (int32), argmax id (int32, blank = blank_id), "
-                "top-1 minus top-2 joint logit (float32, before log-softmax)"),
+                "top-1 minus top-2 joint logit (float32, before log-softmax), softmax probability of the "
+                "argmax (float32)"),
             "<stream case>__chunk_mel_start": "int32: buffer index (mel frame) where each chunk's new frames start",
             "<stream case>__chunk_mel_len": "int32: the chunk length NeMo passed (pre-encode cache frames included)",
             "<stream case>__chunk_drop": "int32: drop_extra_pre_encoded passed for each chunk",

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from conftest import edit_distance, replay_decisions
 from nemotron_cpp import NemotronModel
 from nemotron_cpp.convert import convert_nemo
 
@@ -33,6 +34,8 @@ CHUNKING = {"offline": "offline", "stream": "stream", "stream_pad": "stream_padd
 # float32 against float32 in another summation order: NeMo's streaming and offline encoders
 # agree with each other to ~1e-6 (model-semantics.md); the issue allows 1e-3.
 ENCODER_TOLERANCE = 1e-3
+# Probabilities from logits that carry the encoder's ~1e-5 error; measured on the tiny set: 1.3e-6.
+CONFIDENCE_TOLERANCE = 1e-5
 
 
 def cases() -> List[Any]:
@@ -86,7 +89,8 @@ def run_case(model: NemotronModel, audio: np.ndarray, case: str) -> Dict[str, An
                       keep_trace=True) as s:
         s.feed(audio)
         s.finalize()
-        return {"enc": s.encoder_output, "tokens": s.tokens, "text": s.text, "trace": s.trace}
+        return {"enc": s.encoder_output, "tokens": s.tokens, "text": s.text, "trace": s.trace,
+                "confidence": s.token_confidences}
 
 
 def test_fixtures_cover_every_mode() -> None:
@@ -133,6 +137,10 @@ def test_matches_nemo(fixtures_dir: Path, models_dir: Path, ref_name: str, clip_
     assert got["text"] == clip["meta"]["cases"][case]["text"]
     np.testing.assert_array_equal(got["trace"]["token"], ref[f"{case}__trace_argmax"])
     np.testing.assert_array_equal(got["trace"]["frame"], ref[f"{case}__trace_frame"])
+    # Confidence: the argmax's softmax probability at every joint step, against NeMo's joint.
+    prob = got["trace"]["prob"]
+    np.testing.assert_allclose(prob, ref[f"{case}__trace_prob"], rtol=0, atol=CONFIDENCE_TOLERANCE)
+    np.testing.assert_array_equal(got["confidence"], prob[got["trace"]["token"] != MANIFESTS[ref_name]["model"]["blank_id"]])
 
 
 @pytest.mark.parametrize("chunking", ["stream", "stream_pad", "offline"])
@@ -153,43 +161,6 @@ def test_piece_sizes_do_not_matter(reference_model: NemotronModel, clips: Dict[s
             np.testing.assert_array_equal(s.tokens, expected, err_msg=f"{len(cuts) + 1} pieces")
 
 
-def _replay_decisions(model: NemotronModel, w: Dict[str, np.ndarray], enc: np.ndarray, trace: np.ndarray) -> List[int]:
-    """The joint's argmax at each step of `trace`, given encoder frames `enc` and the label
-    history of `trace` (teacher forcing), computed in numpy from the model's decoder weights `w`."""
-    hp = model.hparams
-    lstm = "decoder.prediction.dec_rnn.lstm."
-    h = [np.zeros(hp.pred_hidden, np.float32) for _ in range(hp.pred_num_layers)]
-    c = [np.zeros(hp.pred_hidden, np.float32) for _ in range(hp.pred_num_layers)]
-    last, pred, out = -1, None, []
-    for frame, token in zip(trace["frame"], trace["token"]):
-        if pred is None:
-            x = np.zeros(hp.pred_embed_dim, np.float32) if last < 0 else w["decoder.prediction.embed.weight"][last]
-            new_h, new_c = [], []
-            for layer in range(hp.pred_num_layers):
-                gates = (w[f"{lstm}weight_ih_l{layer}"] @ x + w[f"{lstm}bias_ih_l{layer}"]
-                         + w[f"{lstm}weight_hh_l{layer}"] @ h[layer] + w[f"{lstm}bias_hh_l{layer}"])
-                i, f, g, o = np.split(gates, 4)
-                cell = 1 / (1 + np.exp(-f)) * c[layer] + 1 / (1 + np.exp(-i)) * np.tanh(g)
-                x = 1 / (1 + np.exp(-o)) * np.tanh(cell)
-                new_h.append(x)
-                new_c.append(cell)
-            pred = w["joint.pred.weight"] @ x + w["joint.pred.bias"]
-        hidden = np.maximum(0, w["joint.enc.weight"] @ enc[frame] + w["joint.enc.bias"] + pred)
-        out.append(int(np.argmax(w["joint.joint_net.2.weight"] @ hidden + w["joint.joint_net.2.bias"])))
-        if token != hp.blank_id:
-            h, c, last, pred = new_h, new_c, int(token), None
-    return out
-
-
-def _edit_distance(a: List[int], b: List[int]) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        diagonal, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
-    return row[-1]
-
-
 @pytest.mark.parametrize("weight_type,least", [("q8_0", 0.95), ("q4_0", None)])
 def test_quantized_models_agree(reference_model: NemotronModel, clips: Dict[str, Dict[str, Any]],
                                 fixtures_dir: Path, tmp_path: Path, weight_type: str, least: Any) -> None:
@@ -206,10 +177,10 @@ def test_quantized_models_agree(reference_model: NemotronModel, clips: Dict[str,
         for case in clip["meta"]["cases"]:
             ref = run_case(reference_model, clip["audio"], case)
             got = run_case(model, clip["audio"], case)
-            replayed = _replay_decisions(reference_model, weights, got["enc"], ref["trace"])
+            replayed = replay_decisions(reference_model, weights, got["enc"], ref["trace"])
             same_decisions += int(np.sum(np.array(replayed) == ref["trace"]["token"]))
             decisions += len(replayed)
-            token_errors += _edit_distance(got["tokens"].tolist(), ref["tokens"].tolist())
+            token_errors += edit_distance(got["tokens"].tolist(), ref["tokens"].tolist())
             tokens += len(ref["tokens"])
     decision_agreement, token_agreement = same_decisions / decisions, 1 - token_errors / tokens
     print(f"\n{weight_type}: {decision_agreement:.1%} of {decisions} joint decisions and "

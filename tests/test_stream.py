@@ -102,13 +102,13 @@ def test_updates_and_reset(model: NemotronModel) -> None:
         texts, tokens = [], []
         for part in np.array_split(x, 10):
             update = s.feed(part)
-            tokens.extend(update.new_tokens)
+            tokens.extend(t.id for t in update.new_tokens)
             texts.append(update.text)
         final = s.finalize()
-        tokens.extend(final.new_tokens)
+        tokens.extend(t.id for t in final.new_tokens)
         assert tokens == s.tokens.tolist()
         assert final.text == s.text == nemotron_cpp.detokenize(model.vocabulary, tokens)
-        with pytest.raises(ValueError, match="finished"):
+        with pytest.raises(ValueError, match="finalized; call reset"):
             s.feed(x[:100])
         first = s.tokens.copy()
         s.reset()
@@ -126,8 +126,8 @@ def test_bad_arguments(model: NemotronModel) -> None:
     with model.stream() as s:
         with pytest.raises(ValueError, match="NaN"):
             s.feed(np.array([np.inf], np.float32))
-        with pytest.raises(TypeError, match="float in"):
-            s.feed(np.zeros(10, np.int32))
+        with pytest.raises(TypeError, match="float32, float64, int16 or int32"):
+            s.feed(np.zeros(10, np.uint8))
 
 
 def test_latency_and_transcribe(model: NemotronModel) -> None:
@@ -145,7 +145,7 @@ def test_latency_and_transcribe(model: NemotronModel) -> None:
     assert [t.frame for t in result.tokens] == offline["frames"].tolist()
     assert result.text == str(offline["text"])
     assert result.duration == 1.5
-    assert all(t.start == t.frame * 0.08 and t.text == model.vocabulary[t.id] for t in result.tokens)
+    assert all(t.start == min(t.frame * 0.08, 1.5) and t.text == model.vocabulary[t.id] for t in result.tokens)
     # int16 input is the same audio scaled by 2^15.
     as_int16 = np.round(x * 32768).clip(-32768, 32767).astype(np.int16)
     assert model.transcribe(as_int16, latency_ms=560).tokens == model.transcribe(as_int16.astype(np.float32) / 32768,

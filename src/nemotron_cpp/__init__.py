@@ -3,10 +3,12 @@ engine, without PyTorch or NeMo."""
 
 from __future__ import annotations
 
-from .errors import BackendError, ModelFileError, NemotronError, UnsupportedModelError
+from .audio import decode_audio
+from .errors import AudioError, BackendError, ModelFileError, NemotronError, UnsupportedModelError
 from .info import DeviceInfo, HParams, SystemInfo, TensorGroup, TensorInfo, system_info
 from .model import NemotronModel
-from .results import Token, Transcript
+from .results import Segment, Token, Transcript, Word
+from .segmenter import Endpointing
 from .stream import Stream, StreamUpdate
 from .text import detokenize
 
@@ -16,8 +18,12 @@ __all__ = [
     "NemotronModel",
     "Stream",
     "StreamUpdate",
-    "Token",
+    "Endpointing",
     "Transcript",
+    "Segment",
+    "Word",
+    "Token",
+    "decode_audio",
     "detokenize",
     "HParams",
     "TensorInfo",
@@ -29,5 +35,6 @@ __all__ = [
     "ModelFileError",
     "UnsupportedModelError",
     "BackendError",
+    "AudioError",
     "__version__",
 ]

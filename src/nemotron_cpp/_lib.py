@@ -262,12 +262,17 @@ def stream_n_tokens(stream: Any) -> int:
     return int(_lib.nemotron_stream_n_tokens(stream))
 
 
-def stream_tokens(stream: Any) -> Tuple["np.ndarray", "np.ndarray"]:
-    """Token ids and the encoder frame of each, copied."""
-    n = _lib.nemotron_stream_n_tokens(stream)
-    ids = np.frombuffer(_ffi.buffer(_lib.nemotron_stream_tokens(stream), 4 * n), dtype=np.int32).copy()
-    frames = np.frombuffer(_ffi.buffer(_lib.nemotron_stream_token_frames(stream), 4 * n), dtype=np.int32).copy()
-    return ids, frames
+def stream_tokens(stream: Any, start: int = 0) -> Tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
+    """Token ids, the encoder frame of each and each one's probability, from token ``start`` on, copied."""
+    n = _lib.nemotron_stream_n_tokens(stream) - start
+    if n <= 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+
+    def take(pointer: Any, dtype: Any) -> "np.ndarray":
+        return np.frombuffer(_ffi.buffer(pointer + start, 4 * n), dtype=dtype).copy()
+
+    return (take(_lib.nemotron_stream_tokens(stream), np.int32), take(_lib.nemotron_stream_token_frames(stream), np.int32),
+            take(_lib.nemotron_stream_token_probs(stream), np.float32))
 
 
 def stream_n_frames(stream: Any) -> int:
@@ -284,7 +289,7 @@ def stream_encoder_output(stream: Any, d_model: int) -> Tuple["np.ndarray", "np.
     return frames, np.frombuffer(_ffi.buffer(ends, 4 * n_chunks[0]), dtype=np.int32).copy()
 
 
-TRACE_DTYPE = np.dtype([("frame", np.int32), ("token", np.int32), ("margin", np.float32)])
+TRACE_DTYPE = np.dtype([("frame", np.int32), ("token", np.int32), ("margin", np.float32), ("prob", np.float32)])
 
 
 def stream_trace(stream: Any) -> "np.ndarray":

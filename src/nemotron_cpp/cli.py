@@ -5,14 +5,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
-from typing import List, Optional
+import time
+from pathlib import Path
+from typing import IO, Iterator, List, Optional
+
+import numpy as np
 
 from . import __version__
+from .audio import decode_audio, iter_audio
 from .errors import NemotronError
+from .formats import FORMATS, format_transcript
 from .gguf_layout import FILE_TYPES, LAYOUTS
 from .info import system_info
 from .model import NemotronModel
+from .segmenter import Endpointing
+from .stream import StreamUpdate
+
+#: The model file used when --model is not given.
+MODEL_ENV = "NEMOTRON_MODEL"
 
 
 def _format_bytes(n: int) -> str:
@@ -93,6 +105,149 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> NemotronModel:
+    path = args.model or os.environ.get(MODEL_ENV)
+    if not path:
+        raise ValueError(f"no model: pass --model FILE or set {MODEL_ENV}")
+    return NemotronModel(path, backend=args.backend, n_threads=args.threads)
+
+
+class _ProgressBar:
+    """A one-line bar on stderr, redrawn in place."""
+
+    def __init__(self, name: str, out: IO[str]) -> None:
+        self.name, self.out, self.drawn = name, out, False
+        self.last: Optional[float] = None
+
+    def __call__(self, done: float, total: Optional[float]) -> None:
+        if done == self.last:
+            return
+        self.last = done
+        if total:
+            filled = int(30 * min(done / total, 1.0))
+            bar = f"[{'#' * filled}{'.' * (30 - filled)}] {100 * min(done / total, 1.0):3.0f}% {done:.0f}/{total:.0f} s"
+        else:
+            bar = f"{done:.0f} s"
+        self.out.write(f"\r{self.name} {bar}")
+        self.out.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    if len(args.files) > 1 and args.format in ("srt", "vtt") and args.output_dir is None:
+        raise ValueError(f"{args.format} output of several files needs --output-dir")
+    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
+    endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance)
+    with _load(args) as model:
+        results = []
+        for path in args.files:
+            bar = _ProgressBar(Path(path).name, sys.stderr) if show_progress else None
+            try:
+                transcript = model.transcribe(path, latency_ms=args.latency, endpointing=endpointing, progress=bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if args.output_dir is not None:
+                out = Path(args.output_dir) / f"{Path(path).stem}.{'txt' if args.format == 'text' else args.format}"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(format_transcript(transcript, args.format), encoding="utf-8")
+                print(f"wrote {out}", file=sys.stderr)
+            elif args.format == "json":
+                results.append({"file": path, **dataclasses.asdict(transcript)})
+            else:
+                if len(args.files) > 1:
+                    print(f"==> {path} <==")
+                sys.stdout.write(format_transcript(transcript, args.format))
+        if results:
+            print(json.dumps(results[0] if len(args.files) == 1 else results, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _stdin_pieces(rate: int, seconds: float) -> Iterator[bytes]:
+    size = 2 * max(1, int(rate * seconds))
+    while True:
+        data = sys.stdin.buffer.read(size)
+        if not data:
+            return
+        yield data[: len(data) - len(data) % 2]
+
+
+def _file_pieces(path: str, rate: int, seconds: float, pace: bool) -> Iterator[np.ndarray]:
+    start = time.monotonic()
+    for block, done, _ in iter_audio(path, None, rate, block_seconds=seconds):
+        if pace:  # hand each piece over when it would have been recorded
+            time.sleep(max(0.0, start + done - time.monotonic()))
+        if block.size:
+            yield block
+
+
+def _stream(args: argparse.Namespace) -> int:
+    tty = sys.stdout.isatty()
+    endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance)
+    with _load(args) as model:
+        rate = model.hparams.sample_rate
+        stream = model.stream(args.latency, sample_rate=args.rate if args.file is None else None,
+                              endpointing=endpointing)
+        seconds = (stream.att_right_context + 1) * model.frame_seconds
+        pieces = (_stdin_pieces(args.rate, seconds) if args.file is None
+                  else _file_pieces(args.file, rate, seconds, not args.no_pace))
+
+        def show(update: StreamUpdate) -> None:
+            for segment in update.segments:
+                sys.stdout.write(f"\r\x1b[K{segment.text}\n" if tty else f"{segment.text}\n")
+            if tty:
+                sys.stdout.write(f"\r\x1b[K{update.partial}")
+            sys.stdout.flush()
+
+        with stream:
+            for piece in pieces:
+                show(stream.feed(piece))
+            show(stream.finalize())
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import bench, markdown_table
+
+    start = time.perf_counter()
+    model = _load(args)
+    load = time.perf_counter() - start
+    with model:
+        rate = model.hparams.sample_rate
+        if args.file is not None:
+            audio = decode_audio(args.file, out_rate=rate)
+        else:  # speech-shaped noise: bursts of low-passed noise with pauses, 4 Hz syllable rhythm
+            rng = np.random.default_rng(0)
+            n = int(args.seconds * rate)
+            noise = np.convolve(rng.standard_normal(n), np.ones(8) / 8, mode="same")
+            envelope = np.clip(np.sin(2 * np.pi * 4 * np.arange(n) / rate), 0, None) * (rng.random(n // rate + 1)[
+                np.arange(n) // rate] > 0.2)
+            audio = (0.3 * noise * envelope).astype(np.float32)
+        latencies = args.latency or list(model.latencies_ms)
+        rows = bench(model, audio, latencies)
+        sys.stdout.write(markdown_table(model, rows, len(audio) / rate, load))
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", help=f"the GGUF model file (default: ${MODEL_ENV})")
+    parser.add_argument("--backend", default="auto", help="auto, cpu, gpu or gpu:N (default: auto)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per physical core)")
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    defaults = Endpointing()
+    parser.add_argument("--silence", type=float, default=defaults.silence, metavar="SECONDS",
+                        help=f"silence after speech that ends an utterance (default: {defaults.silence})")
+    parser.add_argument("--min-utterance", type=float, default=defaults.min_utterance, metavar="SECONDS",
+                        help=f"shortest utterance the silence may end (default: {defaults.min_utterance})")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nemotron-cpp",
@@ -110,6 +265,50 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--vocab", action="store_true", help="also list the vocabulary")
     info.set_defaults(run=_info)
+
+    transcribe = sub.add_parser(
+        "transcribe", help="transcribe audio files",
+        description="Transcribe audio files (WAV, FLAC, OGG, MP3 where libsndfile has it; any rate, any channels).")
+    transcribe.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    _add_model_options(transcribe)
+    transcribe.add_argument("--latency", type=int, default=None, metavar="MS",
+                            help="attention chunk: 80, 160, 560 or 1120 ms (default: 1120, the most accurate)")
+    transcribe.add_argument("-f", "--format", choices=tuple(FORMATS), default="text",
+                            help="text (a line per segment), json, srt or vtt (default: text)")
+    transcribe.add_argument("-o", "--output-dir", metavar="DIR", help="write FILE's stem + .txt/.json/.srt/.vtt here")
+    progress = transcribe.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show a progress bar on stderr (default: when stderr is a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_endpoint_options(transcribe)
+    transcribe.set_defaults(run=_transcribe)
+
+    stream = sub.add_parser(
+        "stream", help="live transcription of stdin or of a file played in real time",
+        description="Stream audio through the model: raw 16-bit little-endian mono PCM from stdin, or a file "
+                    "paced in real time. Partials are redrawn in place on a terminal; each finished utterance "
+                    "is printed on its own line.",
+        epilog="example: arecord -q -f S16_LE -r 16000 -c 1 | nemotron-cpp stream -m model.gguf")
+    stream.add_argument("file", nargs="?", metavar="FILE", help="an audio file (default: PCM from stdin)")
+    _add_model_options(stream)
+    stream.add_argument("--latency", type=int, default=160, metavar="MS",
+                        help="chunk latency: 80, 160, 560 or 1120 ms (default: 160)")
+    stream.add_argument("--rate", type=int, default=16000, help="sample rate of the PCM on stdin (default: 16000)")
+    stream.add_argument("--no-pace", action="store_true", help="feed FILE as fast as it is recognized")
+    _add_endpoint_options(stream)
+    stream.set_defaults(run=_stream)
+
+    bench = sub.add_parser(
+        "bench", help="measure speed and memory on this machine",
+        description="Stream a recording (or generated speech-shaped noise) through a model in chunk-sized pieces "
+                    "and print real-time factor, per-chunk compute time, time to first partial, load time and "
+                    "peak memory as a markdown table.")
+    bench.add_argument("file", nargs="?", metavar="FILE", help="an audio file (default: generated audio)")
+    _add_model_options(bench)
+    bench.add_argument("--latency", type=int, action="append", metavar="MS",
+                       help="a latency to measure; repeat for several (default: every one the model has)")
+    bench.add_argument("--seconds", type=float, default=30.0, help="length of the generated audio (default: 30)")
+    bench.set_defaults(run=_bench)
 
     types = ", ".join(FILE_TYPES)
     convert = sub.add_parser("convert", help="convert a NeMo .nemo checkpoint to GGUF",
@@ -139,7 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (OSError, NemotronError, ValueError, ImportError) as e:
+    except (OSError, NemotronError, ValueError, TypeError, ImportError) as e:
         print(f"nemotron-cpp: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NemotronError", "ModelFileError", "UnsupportedModelError", "BackendError"]
+__all__ = ["NemotronError", "ModelFileError", "UnsupportedModelError", "BackendError", "AudioError"]
 
 
 class NemotronError(Exception):
@@ -23,3 +23,7 @@ class UnsupportedModelError(ModelFileError):
 
 class BackendError(NemotronError, RuntimeError):
     """The requested device does not exist or its backend failed."""
+
+
+class AudioError(NemotronError, ValueError):
+    """An audio file or buffer that cannot be read or decoded; the message names it and says why."""

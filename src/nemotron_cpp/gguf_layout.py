@@ -25,7 +25,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -270,16 +270,16 @@ def hann_window(win_length: int = 400) -> np.ndarray:
     return np.hanning(win_length).astype(np.float32)
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: Union[float, np.ndarray]) -> np.ndarray:
     # Slaney's scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above.
     f_sp = 200.0 / 3
     min_log_hz = 1000.0
     min_log_mel = min_log_hz / f_sp
     logstep = math.log(6.4) / 27.0
     hz = np.asarray(hz, dtype=np.float64)
-    return np.where(
+    return np.asarray(np.where(
         hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep, hz / f_sp
-    )
+    ))
 
 
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
@@ -304,7 +304,7 @@ def mel_filterbank(n_mels: int, sample_rate: int = 16000, n_fft: int = 512) -> n
     # result bit-identical to the filterbank in real checkpoints.
     weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
     enorm = 2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels])
-    return (weights * enorm[:, None]).astype(np.float32)
+    return np.asarray(weights * enorm[:, None], dtype=np.float32)
 
 
 def relative_pe(d_model: int, max_len: int = _POS_EMB_MAX_LEN) -> np.ndarray:
@@ -448,7 +448,7 @@ def encode(gguf: Any, x: np.ndarray, qtype: Any) -> np.ndarray:
         raise ValueError(f"cannot store shape {x.shape} as {qtype.name}: rows must be multiples of {block}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     try:
-        return gguf.quants.quantize(x, qtype)
+        return np.asarray(gguf.quants.quantize(x, qtype))
     except NotImplementedError:
         pass
     import ggml  # a dependency of this package: the engine links the libraries it installs
@@ -662,7 +662,7 @@ def _tensor_bytes(gguf: Any, entry: FileTensor) -> int:
     n_elements = int(np.prod(entry.shape)) if entry.shape else 1
     if n_elements % block:
         raise ValueError(f"{entry.name}: {n_elements} elements are not whole {entry.qtype.name} blocks")
-    return n_elements // block * type_size
+    return int(n_elements // block * type_size)
 
 
 def write_gguf(

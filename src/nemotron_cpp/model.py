@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import threading
-from typing import Any, Optional, Tuple, Union
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _lib
+from .audio import AudioInput, iter_audio, to_mono_float
 from .info import HParams, TensorGroup, TensorInfo
-from .results import Token, Transcript
-from .stream import Stream, as_samples
+from .results import Segment, Transcript
+from .segmenter import Endpointing
+from .stream import PCM, Stream, StreamUpdate
 from .text import detokenize
 
 __all__ = ["NemotronModel"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: Called as audio is read with the seconds done and the total (None where the file does not say).
+ProgressCallback = Callable[[float, Optional[float]], None]
+
+
+def _endpointing(value: Union[bool, Endpointing]) -> Optional[Endpointing]:
+    if isinstance(value, Endpointing):
+        return value
+    if isinstance(value, bool):
+        return Endpointing() if value else None
+    raise TypeError(f"endpointing must be True, False or an Endpointing, not {value!r}")
 
 
 def _parse_backend(backend: str) -> Tuple[str, int]:
@@ -195,43 +210,127 @@ class NemotronModel:
         self,
         latency_ms: Optional[int] = None,
         *,
+        sample_rate: Optional[int] = None,
+        endpointing: Union[bool, Endpointing] = True,
         att_right_context: Optional[int] = None,
         chunking: str = "stream",
         keep_encoder_output: bool = False,
         keep_trace: bool = False,
     ) -> Stream:
-        """A new recognition stream; see :class:`nemotron_cpp.Stream`.
+        """A new live stream; see :class:`nemotron_cpp.Stream`.
 
         ``latency_ms`` is the chunk length (80, 160, 560 or 1120 for this model; default: the
         model's first trained value, 1120); ``att_right_context`` says the same in encoder
-        frames (latency = (right context + 1) x 80 ms). ``chunking`` is ``"stream"`` (NeMo's
-        cache-aware streaming), ``"stream_padded"`` (NeMo's ``pad_and_drop_preencoded=True``)
-        or ``"offline"`` (NeMo's full-utterance path).
+        frames (latency = (right context + 1) x 80 ms). ``sample_rate`` is the rate of the audio
+        that will be fed (default: the model's, 16 kHz); other rates are resampled. ``endpointing``
+        splits the text into utterances: ``True`` uses :class:`Endpointing`'s defaults (0.8 s of
+        silence, utterances of at least 0.3 s), an ``Endpointing`` sets them, ``False`` never ends
+        an utterance before ``finalize()``. ``chunking`` is ``"stream"`` (NeMo's cache-aware
+        streaming), ``"stream_padded"`` (NeMo's ``pad_and_drop_preencoded=True``) or ``"offline"``
+        (NeMo's full-utterance path).
         """
         return Stream(self, att_right_context=self._right_context(latency_ms, att_right_context), chunking=chunking,
+                      sample_rate=sample_rate, endpointing=_endpointing(endpointing),
                       keep_encoder_output=keep_encoder_output, keep_trace=keep_trace)
 
-    def transcribe(
-        self, samples: np.ndarray, *, latency_ms: Optional[int] = None, att_right_context: Optional[int] = None
-    ) -> Transcript:
-        """Recognizes a whole utterance as NeMo's ``transcribe()`` does: the full-utterance
-        encoder under the chunked attention mask of ``latency_ms`` (default: the model's first,
-        1120 ms), then greedy decoding. Computed chunk by chunk, so memory stays bounded.
+    def segments(
+        self,
+        audio: AudioInput,
+        *,
+        sample_rate: Optional[int] = None,
+        latency_ms: Optional[int] = None,
+        att_right_context: Optional[int] = None,
+        endpointing: Union[bool, Endpointing] = True,
+        progress: Optional[ProgressCallback] = None,
+    ) -> Iterator[Segment]:
+        """Recognizes ``audio`` lazily, yielding each utterance as soon as it has ended; a long file is
+        read, resampled and recognized a block at a time, so memory stays bounded. The arguments
+        are :meth:`transcribe`'s. The input is opened and checked before this returns."""
+        return self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress)[1]
 
-        ``samples``: mono float32/float64 in [-1, 1) or int16, at ``hparams.sample_rate``.
+    def _offline(self, audio: AudioInput, sample_rate: Optional[int], latency_ms: Optional[int],
+                 att_right_context: Optional[int], endpointing: Union[bool, Endpointing],
+                 progress: Optional[ProgressCallback]) -> Tuple[Stream, Iterator[Segment]]:
+        endpoint = _endpointing(endpointing)
+        right_context = self._right_context(latency_ms, att_right_context)
+        blocks = iter_audio(audio, sample_rate, self._hparams.sample_rate)
+        first = next(blocks)  # opens and checks the input now, not at the first segment
+        stream = Stream(self, att_right_context=right_context, chunking="offline", endpointing=endpoint)
+        return stream, self._recognize(stream, itertools.chain([first], blocks), progress)
+
+    @staticmethod
+    def _recognize(stream: Stream, blocks: Iterable[Tuple[np.ndarray, float, Optional[float]]],
+                   progress: Optional[ProgressCallback]) -> Iterator[Segment]:
+        with stream:
+            for block, done, total in blocks:
+                update = stream.feed(block)
+                if progress is not None:
+                    progress(done, total)
+                yield from update.segments
+            yield from stream.finalize().segments
+
+    def transcribe(
+        self,
+        audio: AudioInput,
+        *,
+        sample_rate: Optional[int] = None,
+        latency_ms: Optional[int] = None,
+        att_right_context: Optional[int] = None,
+        endpointing: Union[bool, Endpointing] = True,
+        progress: Optional[ProgressCallback] = None,
+    ) -> Transcript:
+        """Recognizes a whole recording as NeMo's ``transcribe()`` does: the full-utterance encoder
+        under the chunked attention mask of ``latency_ms`` (default: the model's first, 1120 ms),
+        then greedy decoding; computed chunk by chunk, so memory stays bounded.
+
+        ``audio`` is a path (any format libsndfile reads), a binary file-like object, the bytes of
+        an encoded file or of raw 16-bit mono PCM, or a numpy array (``(frames,)`` or
+        ``(frames, channels)``; float32/float64 in [-1, 1], int16 or int32). ``sample_rate`` is
+        the rate of an array or raw PCM (default: the model's 16 kHz); anything not at 16 kHz mono
+        is mixed down and resampled. ``endpointing`` splits the result into segments (see
+        :meth:`stream`). ``progress(seconds_done, total_seconds)`` is called after each block.
         """
-        audio = as_samples(samples)
-        if audio.size == 0:
-            raise ValueError("samples is empty")
-        with self.stream(latency_ms, att_right_context=att_right_context, chunking="offline") as s:
-            s.feed(audio)
-            s.finalize()
-            ids, frames = s.tokens.tolist(), s.token_frames.tolist()
-        step = self.frame_seconds
-        tokens = tuple(Token(id=i, text=self._vocabulary[i], frame=f, start=f * step, end=(f + 1) * step)
-                       for i, f in zip(ids, frames))
-        return Transcript(text=detokenize(self._vocabulary, ids), tokens=tokens,
-                          duration=len(audio) / self._hparams.sample_rate)
+        stream, recognized = self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress)
+        segments = tuple(recognized)
+        tokens = tuple(t for s in segments for t in s.tokens)
+        return Transcript(text=detokenize(self._vocabulary, [t.id for t in tokens]), segments=segments,
+                          tokens=tokens, words=tuple(w for s in segments for w in s.words), duration=stream.seconds)
+
+    async def astream(
+        self,
+        source: Union[AudioInput, Iterable[PCM], AsyncIterable[PCM]],
+        *,
+        sample_rate: Optional[int] = None,
+        latency_ms: Optional[int] = None,
+        endpointing: Union[bool, Endpointing] = True,
+    ) -> AsyncIterator[StreamUpdate]:
+        """Streams ``source`` for asyncio code: ``async for update in model.astream(source): ...``.
+
+        ``source`` is an async or plain iterable of PCM pieces (numpy arrays, or bytes of 16-bit
+        mono PCM) at ``sample_rate``, or any audio :meth:`transcribe` takes, read in chunk-sized
+        pieces. The recognition runs in a worker thread, so the event loop stays free. Yields one
+        update per piece and the last one from ``finalize()``.
+        """
+        loop = asyncio.get_running_loop()
+        whole = isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or hasattr(source, "read")
+        # Whole recordings are read (and resampled) here in chunk-sized pieces, at the model's rate.
+        with self.stream(latency_ms, sample_rate=None if whole else sample_rate, endpointing=endpointing) as stream:
+            if hasattr(source, "__aiter__"):
+                async for piece in source:
+                    yield await loop.run_in_executor(None, stream.feed, piece)
+            else:
+                if whole:
+                    seconds = (stream.att_right_context + 1) * self.frame_seconds
+                    pieces: Iterator[PCM] = (block for block, _, _ in iter_audio(
+                        source, sample_rate, self._hparams.sample_rate, block_seconds=seconds))  # type: ignore[arg-type]
+                else:
+                    pieces = iter(source)  # type: ignore[arg-type]
+                while True:
+                    piece = await loop.run_in_executor(None, next, pieces, None)
+                    if piece is None:
+                        break
+                    yield await loop.run_in_executor(None, stream.feed, piece)
+            yield await loop.run_in_executor(None, stream.finalize)
 
     def log_mel(self, samples: np.ndarray) -> np.ndarray:
         """The log-mel features of a whole signal, as NeMo's preprocessor computes them.
@@ -239,9 +338,9 @@ class NemotronModel:
         ``samples`` is mono float audio in [-1, 1) at ``hparams.sample_rate``. Returns float32
         ``[n_mels, 1 + len(samples) // hop_length]``; like NeMo, the last frame is zero.
         """
-        audio = as_samples(samples)
+        audio = to_mono_float(samples)
         if audio.size == 0:
-            raise ValueError("samples is empty")
+            raise ValueError("the audio is empty")
         return _lib.compute_mel(self._live(), audio, self._hparams.n_mels).T.copy()
 
     def get_tensor(self, name: str) -> np.ndarray:

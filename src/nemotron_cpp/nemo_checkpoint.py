@@ -260,6 +260,7 @@ def _proto_fields(data: bytes) -> List[Tuple[int, Any]]:
     while pos < len(data):
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
+        value: Union[int, bytes]
         if wire == 0:
             value, pos = _varint(data, pos)
         elif wire == 1:
@@ -412,7 +413,7 @@ def _stored_offset(buf: memoryview, info: zipfile.ZipInfo) -> int:
     if len(header) < 30 or header[:4] != b"PK\x03\x04":
         raise zipfile.BadZipFile(f"bad local header for {info.filename}")
     name_len, extra_len = struct.unpack("<HH", header[26:30])
-    return start + 30 + name_len + extra_len
+    return int(start + 30 + name_len + extra_len)
 
 
 def read_torch_state_dict(source: Any, *, name: str = "checkpoint") -> Dict[str, np.ndarray]:

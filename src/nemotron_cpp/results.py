@@ -1,31 +1,64 @@
-"""Recognition results: plain frozen dataclasses."""
+"""Recognition results: plain frozen dataclasses.
+
+Times are seconds from the start of the audio, taken from the encoder frame that emitted each
+token (one frame per 80 ms for this model family): a token emitted at frame ``t`` has
+``start = t * frame_seconds`` and ``end = start + frame_seconds``, clipped to the audio's length.
+
+``confidence`` is the softmax probability the joint network gave the emitted token, over the
+whole vocabulary and the blank, at the step that emitted it (NeMo's "max_prob" measure before its
+rescaling to [0, 1]). A word's confidence is the lowest of its tokens' (NeMo's default "min"
+aggregation): a word is as uncertain as its least certain piece.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Tuple
 
-__all__ = ["Token", "Transcript"]
+__all__ = ["Token", "Word", "Segment", "Transcript"]
 
 
 @dataclass(frozen=True)
 class Token:
-    """One emitted token: its id, its piece as text, and the encoder frame that emitted it.
-
-    ``start`` and ``end`` are the seconds the frame covers in the audio.
-    """
+    """One emitted token: its vocabulary id, its SentencePiece piece, when it was emitted and how sure
+    the model was."""
 
     id: int
+    text: str  #: the piece, e.g. ``"▁hel"`` (``▁`` starts a word)
+    start: float  #: seconds
+    end: float  #: seconds
+    confidence: float  #: softmax probability of the token at the step that emitted it
+    frame: int  #: the encoder frame that emitted it
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word: the tokens from one word-start piece up to the next."""
+
     text: str
-    frame: int
-    start: float
-    end: float
+    start: float  #: the start of its first token, seconds
+    end: float  #: the end of its last token, seconds
+    confidence: float  #: the lowest confidence of its tokens
+    tokens: Tuple[Token, ...]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """An utterance: the words between two endpoints (a long enough silence after speech)."""
+
+    text: str
+    start: float  #: seconds
+    end: float  #: seconds
+    words: Tuple[Word, ...]
+    tokens: Tuple[Token, ...]
 
 
 @dataclass(frozen=True)
 class Transcript:
-    """The result of :meth:`NemotronModel.transcribe`."""
+    """The result of :meth:`NemotronModel.transcribe`: the text, its utterances, words and tokens."""
 
     text: str
+    segments: Tuple[Segment, ...]
     tokens: Tuple[Token, ...]
+    words: Tuple[Word, ...]
     duration: float  #: seconds of audio

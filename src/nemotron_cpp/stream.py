@@ -3,38 +3,56 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _lib
-from .text import piece_bytes, text_from_bytes
+from .audio import Resampler, check_sample_rate, pcm16_bytes, to_mono_float
+from .results import Segment, Token, Transcript, Word
+from .segmenter import Endpointing, Segmenter
+from .text import detokenize
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import NemotronModel
 
-__all__ = ["Stream", "StreamUpdate", "CHUNKINGS"]
+__all__ = ["Stream", "StreamUpdate", "CHUNKINGS", "PCM"]
 
 #: ``"stream"``: NeMo's cache-aware streaming; ``"stream_padded"``: NeMo's
 #: ``pad_and_drop_preencoded=True`` (what the nemotron-asr.cpp port computes);
 #: ``"offline"``: NeMo's full-utterance path, computed chunk by chunk.
 CHUNKINGS = ("stream", "stream_padded", "offline")
 
+#: A piece of live audio: a numpy array (frames or frames x channels; float32/float64 in [-1, 1],
+#: int16 or int32) or the bytes of 16-bit little-endian mono PCM.
+PCM = Union[np.ndarray, bytes, bytearray, memoryview]
+
 
 @dataclass(frozen=True)
 class StreamUpdate:
-    """What one ``feed`` or ``finalize`` added."""
+    """What one ``feed`` or ``finalize`` changed.
 
-    new_tokens: Tuple[int, ...]
-    new_text: str
-    text: str  #: everything recognized so far
+    Tokens are never revised once emitted (greedy RNN-T decoding commits each one), so ``text``
+    only grows. ``partial`` is the utterance still in progress: show it in place, and when
+    ``is_final`` is true move on to a new line, because ``segments`` then holds the utterances
+    that just ended and ``partial`` has started afresh.
+    """
+
+    text: str  #: everything recognized so far, decoded as NeMo's tokenizer decodes it
+    partial: str  #: the utterance in progress
+    new_text: str  #: what this update appended to ``text``
+    new_tokens: Tuple[Token, ...]
+    new_words: Tuple[Word, ...]  #: words finished by this update (a word ends when the next begins)
+    is_final: bool  #: an utterance ended in this update
+    segments: Tuple[Segment, ...]  #: the utterances that ended in this update
 
 
 class Stream:
-    """One utterance or live feed on a model; it owns its caches and decoder state.
+    """One live feed on a model: it owns its encoder caches, decoder state and results.
 
-    Made by :meth:`NemotronModel.stream`. ``feed`` takes mono float samples at the model's
-    sample rate in pieces of any size; the results do not depend on how the audio is split.
+    Made by :meth:`NemotronModel.stream`. ``feed`` takes audio in pieces of any size; the tokens do
+    not depend on how the audio is split. With endpointing on, the stream splits its text into
+    utterances and says so with ``is_final``; it carries on into the next utterance by itself.
     """
 
     def __init__(
@@ -43,6 +61,8 @@ class Stream:
         *,
         att_right_context: Optional[int] = None,
         chunking: str = "stream",
+        sample_rate: Optional[int] = None,
+        endpointing: Optional[Endpointing] = None,
         keep_encoder_output: bool = False,
         keep_trace: bool = False,
     ) -> None:
@@ -50,34 +70,63 @@ class Stream:
             raise ValueError(f"chunking must be one of {CHUNKINGS}, not {chunking!r}")
         if att_right_context is not None and att_right_context < 0:
             raise ValueError(f"att_right_context must be >= 0, not {att_right_context}")
+        self._handle: Any = None
         self._model = model
-        self._handle: Any = _lib.stream_init(
+        self._model_rate = model.hparams.sample_rate
+        self.sample_rate = self._model_rate if sample_rate is None else check_sample_rate(sample_rate)
+        self._handle = _lib.stream_init(
             model._live(), -1 if att_right_context is None else att_right_context, chunking, keep_encoder_output,
             keep_trace,
         )
         self.chunking = chunking
         self.att_right_context = _lib.stream_right_context(self._handle)
+        self._segmenter = Segmenter(model.vocabulary, model.frame_seconds, endpointing)
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self._resampler = Resampler(self.sample_rate, self._model_rate)
         self._n_reported = 0
-        self._bytes = bytearray()  # the pieces reported so far, joined
+        self._samples = 0  # at the model's rate
+        self._finished = False
+        self._segmenter.reset()
         self._text = ""
 
-    def feed(self, samples: np.ndarray) -> StreamUpdate:
-        """Adds audio (float in [-1, 1) or int16, mono, at the model's sample rate) and runs
-        every chunk that is complete."""
-        _lib.stream_feed(self._handle, as_samples(samples))
-        return self._update()
+    def feed(self, pcm: PCM, sample_rate: Optional[int] = None) -> StreamUpdate:
+        """Adds a piece of audio and runs every chunk that is complete.
+
+        ``sample_rate`` defaults to the stream's (``model.stream(sample_rate=...)``, by default the
+        model's 16 kHz); one stream takes one rate. Bytes are 16-bit little-endian mono PCM.
+        """
+        if self._finished:
+            raise ValueError("the stream was finalized; call reset() to start a new one")
+        if sample_rate is not None and check_sample_rate(sample_rate) != self.sample_rate:
+            raise ValueError(f"this stream takes {self.sample_rate} Hz audio, not {sample_rate} Hz; "
+                             f"give the rate to model.stream(sample_rate=...)")
+        audio = to_mono_float(pcm if isinstance(pcm, np.ndarray) else pcm16_bytes(pcm))
+        audio = self._resampler(audio)
+        if audio.size:
+            _lib.stream_feed(self._live(), audio)
+            self._samples += audio.size
+        return self._update(final=False)
 
     def finalize(self) -> StreamUpdate:
-        """Ends the audio: runs what remains, as NeMo does at the end of a stream."""
-        _lib.stream_finish(self._handle)
-        return self._update()
+        """Ends the audio: runs what remains, as NeMo does at the end of a stream, and ends the
+        last utterance. Call ``reset()`` to use the stream again."""
+        if self._finished:
+            raise ValueError("the stream was already finalized; call reset() to start a new one")
+        tail = self._resampler(np.zeros(0, np.float32), last=True)
+        if tail.size:
+            _lib.stream_feed(self._live(), tail)
+            self._samples += tail.size
+        _lib.stream_finish(self._live())
+        self._finished = True
+        return self._update(final=True)
 
     def reset(self) -> None:
-        """Starts over with empty caches and no results."""
-        _lib.stream_reset(self._handle)
-        self._n_reported = 0
-        self._bytes = bytearray()
-        self._text = ""
+        """Starts over for unrelated audio: empty caches, no results. (Utterances within one feed
+        need no reset: the stream moves on to the next by itself.)"""
+        _lib.stream_reset(self._live())
+        self._start_over()
 
     def close(self) -> None:
         """Frees the stream now rather than when it is garbage-collected."""
@@ -91,65 +140,87 @@ class Stream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _update(self) -> StreamUpdate:
-        if _lib.stream_n_tokens(self._handle) == self._n_reported:
-            return StreamUpdate(new_tokens=(), new_text="", text=self._text)
-        ids, _ = _lib.stream_tokens(self._handle)
-        new = tuple(int(i) for i in ids[self._n_reported:])
-        self._n_reported = len(ids)
-        self._bytes += piece_bytes(self._model.vocabulary, new)
-        text = text_from_bytes(bytes(self._bytes))
+    def _live(self) -> Any:
+        if self._handle is None:
+            raise ValueError("the stream is closed")
+        return self._handle
+
+    def _update(self, final: bool) -> StreamUpdate:
+        ids, frames, probs = _lib.stream_tokens(self._handle, self._n_reported)
+        self._n_reported += len(ids)
+        # Until the end, a frame may be computed before all of its 80 ms have arrived (the subsampling
+        # is causal), so times are clipped to the audio only once its length is known.
+        tokens, words, segments = self._segmenter.add(ids, frames, probs, self.n_frames,
+                                                      self.seconds if final else float("inf"))
+        if final:
+            last_words, last = self._segmenter.close()
+            words += last_words
+            if last is not None:
+                segments.append(last)
+        if not tokens and not segments and not final:
+            return StreamUpdate(text=self._text, partial=self._segmenter.partial, new_text="", new_tokens=(),
+                                new_words=(), is_final=False, segments=())
+        text = self._segmenter.text
         new_text = text[len(self._text):] if text.startswith(self._text) else text
         self._text = text
-        return StreamUpdate(new_tokens=new, new_text=new_text, text=text)
+        return StreamUpdate(text=text, partial=self._segmenter.partial, new_text=new_text, new_tokens=tuple(tokens),
+                            new_words=tuple(words), is_final=bool(segments), segments=tuple(segments))
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of audio fed so far."""
+        return self._samples / self._model_rate
+
+    @property
+    def segments(self) -> Tuple[Segment, ...]:
+        """The utterances that have ended so far."""
+        return tuple(self._segmenter.segments)
+
+    def transcript(self) -> Transcript:
+        """Everything so far as a :class:`Transcript`; the utterance in progress is its last segment."""
+        pending = self._segmenter.pending_segment()
+        segments = self.segments + ((pending,) if pending is not None else ())
+        tokens = tuple(t for s in segments for t in s.tokens)
+        return Transcript(text=detokenize(self._model.vocabulary, [t.id for t in tokens]), segments=segments,
+                          tokens=tokens, words=tuple(w for s in segments for w in s.words), duration=self.seconds)
 
     @property
     def tokens(self) -> np.ndarray:
         """Every token id emitted so far."""
-        return _lib.stream_tokens(self._handle)[0]
+        return _lib.stream_tokens(self._live())[0]
 
     @property
     def token_frames(self) -> np.ndarray:
         """The encoder frame at which each token was emitted."""
-        return _lib.stream_tokens(self._handle)[1]
+        return _lib.stream_tokens(self._live())[1]
+
+    @property
+    def token_confidences(self) -> np.ndarray:
+        """The softmax probability of each token at the step that emitted it."""
+        return _lib.stream_tokens(self._live())[2]
 
     @property
     def text(self) -> str:
-        """The text so far."""
-        return text_from_bytes(piece_bytes(self._model.vocabulary, self.tokens.tolist()))
+        """The text so far, decoded from every token at once (as NeMo's tokenizer would)."""
+        return detokenize(self._model.vocabulary, self.tokens.tolist())
 
     @property
     def n_frames(self) -> int:
         """Encoder frames computed so far."""
-        return _lib.stream_n_frames(self._handle)
+        return _lib.stream_n_frames(self._live())
 
     @property
     def encoder_output(self) -> np.ndarray:
         """Every encoder frame so far, ``[frames, d_model]`` (needs ``keep_encoder_output``)."""
-        return _lib.stream_encoder_output(self._handle, self._model.hparams.d_model)[0]
+        return _lib.stream_encoder_output(self._live(), self._model.hparams.d_model)[0]
 
     @property
     def chunk_ends(self) -> np.ndarray:
         """The encoder frame count after each chunk (needs ``keep_encoder_output``)."""
-        return _lib.stream_encoder_output(self._handle, self._model.hparams.d_model)[1]
+        return _lib.stream_encoder_output(self._live(), self._model.hparams.d_model)[1]
 
     @property
     def trace(self) -> np.ndarray:
-        """Every joint step: fields ``frame``, ``token`` (the argmax, blank included) and
-        ``margin`` (top-1 minus top-2 logit) (needs ``keep_trace``)."""
-        return _lib.stream_trace(self._handle)
-
-
-def as_samples(samples: np.ndarray) -> np.ndarray:
-    """Mono audio as contiguous float32 in [-1, 1): float arrays as they are, int16 scaled."""
-    audio = np.asarray(samples)
-    if audio.ndim != 1:
-        raise ValueError(f"samples must be one-dimensional (mono), not of shape {audio.shape}")
-    if audio.dtype == np.int16:
-        audio = audio.astype(np.float32) / 32768.0
-    elif audio.dtype.kind != "f":
-        raise TypeError(f"samples must be float in [-1, 1) or int16, not {audio.dtype}")
-    audio = np.ascontiguousarray(audio, dtype=np.float32)
-    if not np.isfinite(audio).all():
-        raise ValueError("samples contain NaN or infinity")
-    return audio
+        """Every joint step: fields ``frame``, ``token`` (the argmax, blank included), ``margin``
+        (top-1 minus top-2 logit) and ``prob`` (the argmax's softmax probability) (needs ``keep_trace``)."""
+        return _lib.stream_trace(self._live())

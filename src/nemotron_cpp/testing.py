@@ -250,7 +250,8 @@ class _Source:
         if self._dict is not None:
             return np.asarray(self._dict[name], dtype=np.float32)
         while name not in self._held:
-            drawn, array = next(self._iter)  # type: ignore[call-overload]
+            assert self._iter is not None
+            drawn, array = next(self._iter)
             if drawn in self._wanted:
                 self._held[drawn] = array
         self._wanted.discard(name)

@@ -249,7 +249,8 @@ struct nemotron_stream_params {
 struct nemotron_joint_step {
     int32_t frame;
     int32_t token;
-    float   margin;
+    float   margin; /* top-1 minus top-2 logit                                          */
+    float   prob;   /* softmax probability of the argmax over the vocabulary and the blank */
 };
 
 struct nemotron_stream; /* one utterance or live feed; it owns its caches and decoder state */
@@ -278,6 +279,8 @@ NEMOTRON_API int nemotron_stream_right_context(const struct nemotron_stream * st
 NEMOTRON_API int             nemotron_stream_n_tokens(const struct nemotron_stream * stream);
 NEMOTRON_API const int32_t * nemotron_stream_tokens(const struct nemotron_stream * stream);
 NEMOTRON_API const int32_t * nemotron_stream_token_frames(const struct nemotron_stream * stream); /* encoder frame of each token */
+NEMOTRON_API const float *   nemotron_stream_token_probs(const struct nemotron_stream * stream);  /* each token's softmax probability
+                                                                                                   at the joint step that emitted it */
 NEMOTRON_API int             nemotron_stream_n_frames(const struct nemotron_stream * stream);     /* encoder frames so far      */
 NEMOTRON_API const float *   nemotron_stream_encoder_output(const struct nemotron_stream * stream, size_t * n_floats); /* [frames][d_model] */
 NEMOTRON_API const int32_t * nemotron_stream_chunk_ends(const struct nemotron_stream * stream, int * n_chunks);

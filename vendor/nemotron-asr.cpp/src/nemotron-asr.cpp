@@ -359,11 +359,13 @@ void nemotron_stream_free(struct nemotron_stream * s) { delete s; }
 
 int nemotron_stream_right_context(const struct nemotron_stream * s) { return s->impl->right_context(); }
 
-int nemotron_stream_n_tokens(const struct nemotron_stream * s) { return int(s->impl->tokens.size()); }
+int nemotron_stream_n_tokens(const struct nemotron_stream * s) { return int(s->impl->tokens.ids.size()); }
 
-const int32_t * nemotron_stream_tokens(const struct nemotron_stream * s) { return s->impl->tokens.data(); }
+const int32_t * nemotron_stream_tokens(const struct nemotron_stream * s) { return s->impl->tokens.ids.data(); }
 
-const int32_t * nemotron_stream_token_frames(const struct nemotron_stream * s) { return s->impl->token_frames.data(); }
+const int32_t * nemotron_stream_token_frames(const struct nemotron_stream * s) { return s->impl->tokens.frames.data(); }
+
+const float * nemotron_stream_token_probs(const struct nemotron_stream * s) { return s->impl->tokens.probs.data(); }
 
 int nemotron_stream_n_frames(const struct nemotron_stream * s) { return int(s->impl->n_encoder_frames); }
 

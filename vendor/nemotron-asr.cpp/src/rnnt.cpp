@@ -121,8 +121,8 @@ void greedy_decoder::predict() {
     pred_valid_ = true;
 }
 
-void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, std::vector<int32_t> & tokens,
-                            std::vector<int32_t> & token_frames, std::vector<joint_step> * trace) {
+void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, token_sequence & out,
+                            std::vector<joint_step> * trace) {
     for (int t = 0; t < n; ++t) {
         affine(w_.enc_w.data(), w_.enc_b.data(), frames + size_t(t) * size_t(w_.d_enc), w_.n_joint, w_.d_enc, enc_.data());
         for (int emitted = 0; emitted < w_.max_symbols;) {
@@ -141,10 +141,15 @@ void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, st
                     top2 = v;
                 }
             }
-            if (trace != nullptr) trace->push_back({first_frame + t, best, top1 - top2});
+            // Shifted by the maximum, so no term overflows; the argmax's own term is exactly 1.
+            float denom = 0.0f;
+            for (int k = 0; k < w_.n_vocab; ++k) denom += std::exp(logits_[size_t(k)] - top1);
+            const float prob = 1.0f / denom;
+            if (trace != nullptr) trace->push_back({first_frame + t, best, top1 - top2, prob});
             if (best == w_.blank) break;
-            tokens.push_back(best);
-            token_frames.push_back(first_frame + t);
+            out.ids.push_back(best);
+            out.frames.push_back(first_frame + t);
+            out.probs.push_back(prob);
             h_.swap(h_next_);
             c_.swap(c_next_);
             last_ = best;

@@ -25,6 +25,15 @@ struct joint_step {
     int32_t frame;  // encoder frame
     int32_t token;  // argmax, the blank included
     float   margin; // top-1 minus top-2 logit
+    float   prob;   // softmax probability of the argmax over the vocabulary and the blank
+};
+
+// What greedy decoding emits, in parallel arrays.
+struct token_sequence {
+    std::vector<int32_t> ids, frames;
+    std::vector<float>   probs; // softmax probability of each token at its joint step
+
+    void clear() { ids.clear(); frames.clear(); probs.clear(); }
 };
 
 class greedy_decoder {
@@ -34,9 +43,8 @@ public:
     void reset();
 
     // Decodes encoder frames ([n][d_enc]) numbered from first_frame; appends the emitted
-    // tokens with their frames, and every joint step to `trace` when it is not null.
-    void decode(const float * frames, int n, int32_t first_frame, std::vector<int32_t> & tokens,
-                std::vector<int32_t> & token_frames, std::vector<joint_step> * trace);
+    // tokens, and every joint step to `trace` when it is not null.
+    void decode(const float * frames, int n, int32_t first_frame, token_sequence & out, std::vector<joint_step> * trace);
 
 private:
     void predict(); // runs the LSTM on last_ from (h_, c_) into (h_next_, c_next_), pred_

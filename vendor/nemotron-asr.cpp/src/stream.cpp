@@ -30,7 +30,6 @@ void stream::reset() {
     cache_.reset();
     decoder_.reset();
     tokens.clear();
-    token_frames.clear();
     trace.clear();
     encoder_output.clear();
     chunk_ends.clear();
@@ -109,7 +108,7 @@ void stream::run_chunk(int64_t start, int64_t n_new, int cache_frames, int drop)
     }
     out_.clear();
     const int n = encoder_.run_chunk(input_.data(), int(cache_frames + n_new), drop, cache_, out_);
-    decoder_.decode(out_.data(), n, n_encoder_frames, tokens, token_frames, keep_trace_ ? &trace : nullptr);
+    decoder_.decode(out_.data(), n, n_encoder_frames, tokens, keep_trace_ ? &trace : nullptr);
     if (keep_encoder_output_) {
         encoder_output.insert(encoder_output.end(), out_.begin(), out_.end());
         chunk_ends.push_back(n_encoder_frames + n);

@@ -38,7 +38,7 @@ public:
     bool finished() const { return finished_; }
     int right_context() const { return right_; }
 
-    std::vector<int32_t> tokens, token_frames;
+    token_sequence tokens;
     std::vector<joint_step> trace;
     std::vector<float> encoder_output; // [frames][d_model], when kept
     std::vector<int32_t> chunk_ends;   // encoder frame count after each chunk, when kept
