@@ -85,6 +85,9 @@ def test_every_public_name_has_a_docstring() -> None:
 
 def test_mypy_strict() -> None:
     mypy = pytest.importorskip("mypy.api")
+    if tuple(int(v) for v in np.__version__.split(".")[:2]) < (2, 1):
+        pytest.skip(f"numpy {np.__version__}'s stubs give ndarray no default type parameters (2.1 does); "
+                    "the check runs where the newest numpy installs (Python >= 3.10)")
     stdout, stderr, status = mypy.run(["--config-file", str(REPO / "pyproject.toml"), "--strict", "--no-incremental",
                                        str(REPO / "src" / "nemotron_cpp")])
     assert status == 0, stdout + stderr
