@@ -202,3 +202,26 @@ def test_bad_endpointing(model: NemotronModel) -> None:
         Endpointing(min_utterance=float("nan"))
     with pytest.raises(TypeError, match="endpointing must be True, False or an Endpointing"):
         model.stream(endpointing="yes")  # type: ignore[arg-type]
+
+
+def test_reset_between_utterances_loses_no_audio(model: NemotronModel, conversation: np.ndarray) -> None:
+    """reset() after each endpoint, as sherpa-onnx users do: the utterances put together are the
+    stream's without resets, token for token and second for second."""
+    rule = Endpointing(silence=0.24)
+    whole, _ = collect(model, conversation, 30, rule)
+    pieces: List[Segment] = []
+    with model.stream(160, endpointing=rule) as s:
+        for part in np.array_split(conversation, 30):
+            u = s.feed(part)
+            pieces.extend(u.segments)
+            if u.is_final:
+                s.reset()
+                # What is left: the utterance already under way (a piece may hold its start).
+                assert s.segments == () and s.text == u.partial == s.transcript().text and s.n_frames > 0
+                assert len(s.tokens) == len(s.transcript().tokens)
+        last = s.finalize()
+        pieces.extend(last.segments)
+        assert last.text == (last.segments[-1].text if last.segments else "")
+        s.reset()  # after finalize: a fresh stream
+        assert s.n_frames == 0 and s.seconds == 0
+    assert len(whole) >= 3 and pieces == whole

@@ -254,6 +254,10 @@ def stream_reset(stream: Any) -> None:
     _check(_lib.nemotron_stream_reset(stream))
 
 
+def stream_drop_tokens(stream: Any, n: int) -> None:
+    _check(_lib.nemotron_stream_drop_tokens(stream, n))
+
+
 def stream_right_context(stream: Any) -> int:
     return int(_lib.nemotron_stream_right_context(stream))
 

@@ -58,6 +58,14 @@ class Segmenter:
         self._words: List[Word] = []  # the current utterance's finished words
         self._word: List[Token] = []  # the word in progress
 
+    def forget_ended(self) -> int:
+        """Forgets the utterances that have ended, keeping the one in progress; returns how many
+        tokens they had."""
+        n = sum(len(s.tokens) for s in self.segments)
+        self.segments = []
+        self._bytes = bytearray(self._utterance_bytes)
+        return n
+
     # ---- what is there so far --------------------------------------------------------------
 
     @property

@@ -111,7 +111,7 @@ class Stream:
 
     def finalize(self) -> StreamUpdate:
         """Ends the audio: runs what remains, as NeMo does at the end of a stream, and ends the
-        last utterance. Call ``reset()`` to use the stream again."""
+        last utterance. ``reset()`` then readies the stream for new audio."""
         if self._finished:
             raise ValueError("the stream was already finalized; call reset() to start a new one")
         tail = self._resampler(np.zeros(0, np.float32), last=True)
@@ -123,10 +123,22 @@ class Stream:
         return self._update(final=True)
 
     def reset(self) -> None:
-        """Starts over for unrelated audio: empty caches, no results. (Utterances within one feed
-        need no reset: the stream moves on to the next by itself.)"""
-        _lib.stream_reset(self._live())
-        self._start_over()
+        """Starts the next utterance: forgets the utterances that have ended (their text, tokens
+        and segments) and keeps listening, so nothing is lost: an utterance already under way, the
+        audio not yet recognized, the encoder caches and the decoder state carry on, and times keep
+        counting from the start of the stream. After ``finalize()`` it readies the stream for new
+        audio: empty caches, times from zero.
+
+        With endpointing the stream moves on to the next utterance by itself; ``reset()`` after
+        ``is_final`` (as sherpa-onnx users write) frees what has piled up."""
+        if self._finished:
+            _lib.stream_reset(self._live())
+            self._start_over()
+            return
+        dropped = self._segmenter.forget_ended()
+        _lib.stream_drop_tokens(self._live(), dropped)
+        self._n_reported -= dropped
+        self._text = self._segmenter.text
 
     def close(self) -> None:
         """Frees the stream now rather than when it is garbage-collected."""
@@ -186,7 +198,8 @@ class Stream:
 
     @property
     def tokens(self) -> np.ndarray:
-        """Every token id emitted so far."""
+        """The token ids of the text so far (since the stream began, or since the utterances
+        before the last ``reset()``)."""
         return _lib.stream_tokens(self._live())[0]
 
     @property

@@ -271,6 +271,11 @@ NEMOTRON_API nemotron_status nemotron_stream_finish(struct nemotron_stream * str
 /* Starts over: caches, decoder state and results cleared. */
 NEMOTRON_API nemotron_status nemotron_stream_reset(struct nemotron_stream * stream);
 
+/* Forgets the first n_tokens tokens (a live feed's finished utterances), so a stream that runs
+ * for days holds only what is still needed. The audio, caches and decoder state carry on, and
+ * encoder frames keep their numbers from the start of the stream. */
+NEMOTRON_API nemotron_status nemotron_stream_drop_tokens(struct nemotron_stream * stream, int n_tokens);
+
 NEMOTRON_API void nemotron_stream_free(struct nemotron_stream * stream);
 
 NEMOTRON_API int nemotron_stream_right_context(const struct nemotron_stream * stream);

@@ -355,6 +355,14 @@ nemotron_status nemotron_stream_reset(struct nemotron_stream * s) {
     });
 }
 
+nemotron_status nemotron_stream_drop_tokens(struct nemotron_stream * s, int n_tokens) {
+    return guarded([&] {
+        if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
+        if (n_tokens < 0) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "n_tokens must be >= 0, not %d", n_tokens);
+        s->impl->drop_tokens(size_t(n_tokens));
+    });
+}
+
 void nemotron_stream_free(struct nemotron_stream * s) { delete s; }
 
 int nemotron_stream_right_context(const struct nemotron_stream * s) { return s->impl->right_context(); }

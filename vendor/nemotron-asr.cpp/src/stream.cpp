@@ -41,6 +41,13 @@ void stream::reset() {
     finished_ = false;
 }
 
+void stream::drop_tokens(size_t n) {
+    if (n > tokens.ids.size()) fail(NEMOTRON_ERR_INVALID_ARG, "cannot drop %zu of %zu tokens", n, tokens.ids.size());
+    tokens.ids.erase(tokens.ids.begin(), tokens.ids.begin() + std::ptrdiff_t(n));
+    tokens.frames.erase(tokens.frames.begin(), tokens.frames.begin() + std::ptrdiff_t(n));
+    tokens.probs.erase(tokens.probs.begin(), tokens.probs.begin() + std::ptrdiff_t(n));
+}
+
 void stream::feed(const float * samples, size_t n) {
     if (finished_) fail(NEMOTRON_ERR_INVALID_ARG, "the stream has been finished; reset it to start another");
     frames_.clear();

@@ -34,6 +34,7 @@ public:
     void feed(const float * samples, size_t n);
     void finish();
     void reset();
+    void drop_tokens(size_t n); // forgets the first n tokens; the audio, caches and decoder state carry on
 
     bool finished() const { return finished_; }
     int right_context() const { return right_; }
