@@ -11,7 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from cffi import FFI
@@ -248,6 +248,18 @@ def stream_feed(stream: Any, samples: "np.ndarray") -> None:
 
 def stream_finish(stream: Any) -> None:
     _check(_lib.nemotron_stream_finish(stream))
+
+
+def stream_push(stream: Any, samples: "np.ndarray") -> None:
+    _check(_lib.nemotron_stream_push(stream, _ffi.from_buffer("float[]", samples), len(samples)))
+
+
+def stream_end(stream: Any) -> None:
+    _check(_lib.nemotron_stream_end(stream))
+
+
+def streams_run(handle: Any, streams: Sequence[Any]) -> None:
+    _check(_lib.nemotron_streams_run(handle, _ffi.new("struct nemotron_stream *[]", list(streams)), len(streams)))
 
 
 def stream_reset(stream: Any) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import os
 import threading
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -232,6 +232,28 @@ class NemotronModel:
         return Stream(self, att_right_context=self._right_context(latency_ms, att_right_context), chunking=chunking,
                       sample_rate=sample_rate, endpointing=_endpointing(endpointing),
                       keep_encoder_output=keep_encoder_output, keep_trace=keep_trace)
+
+    def step(self, streams: Sequence[Stream], *, final: bool = False) -> List[StreamUpdate]:
+        """Runs many streams together: batched decoding for servers and multi-channel audio.
+
+        Give each stream its audio with :meth:`Stream.push`, then call ``step``: every chunk that
+        is ready runs, and the chunks of streams with the same latency go through the encoder as
+        one batch, which reads each weight once for all of them. ``final=True`` ends every
+        stream's audio first, as :meth:`Stream.finalize` does. Returns one update per stream, in
+        order; the results are exactly those of feeding each stream alone. The computation uses
+        this model's threads; the streams must not be fed on other threads meanwhile.
+        """
+        streams = list(streams)
+        for s in streams:
+            if not isinstance(s, Stream) or s._model is not self:
+                raise ValueError("step() takes streams made by this model's stream()")
+        if len({id(s) for s in streams}) != len(streams):
+            raise ValueError("step() got the same stream twice")
+        if final:
+            for s in streams:
+                s._end()
+        _lib.streams_run(self._live(), [s._live() for s in streams])
+        return [s._update(final=final) for s in streams]
 
     def segments(
         self,

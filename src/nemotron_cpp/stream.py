@@ -97,30 +97,38 @@ class Stream:
         ``sample_rate`` defaults to the stream's (``model.stream(sample_rate=...)``, by default the
         model's 16 kHz); one stream takes one rate. Bytes are 16-bit little-endian mono PCM.
         """
+        self.push(pcm, sample_rate)
+        _lib.streams_run(self._model._live(), [self._live()])
+        return self._update(final=False)
+
+    def push(self, pcm: PCM, sample_rate: Optional[int] = None) -> None:
+        """Adds a piece of audio like :meth:`feed` but computes nothing: :meth:`NemotronModel.step`
+        then runs many streams together."""
         if self._finished:
             raise ValueError("the stream was finalized; call reset() to start a new one")
         if sample_rate is not None and check_sample_rate(sample_rate) != self.sample_rate:
             raise ValueError(f"this stream takes {self.sample_rate} Hz audio, not {sample_rate} Hz; "
                              f"give the rate to model.stream(sample_rate=...)")
-        audio = to_mono_float(pcm if isinstance(pcm, np.ndarray) else pcm16_bytes(pcm))
-        audio = self._resampler(audio)
+        self._push(self._resampler(to_mono_float(pcm if isinstance(pcm, np.ndarray) else pcm16_bytes(pcm))))
+
+    def _push(self, audio: np.ndarray) -> None:
         if audio.size:
-            _lib.stream_feed(self._live(), audio)
+            _lib.stream_push(self._live(), audio)
             self._samples += audio.size
-        return self._update(final=False)
 
     def finalize(self) -> StreamUpdate:
         """Ends the audio: runs what remains, as NeMo does at the end of a stream, and ends the
         last utterance. ``reset()`` then readies the stream for new audio."""
+        self._end()
+        _lib.streams_run(self._model._live(), [self._live()])
+        return self._update(final=True)
+
+    def _end(self) -> None:
         if self._finished:
             raise ValueError("the stream was already finalized; call reset() to start a new one")
-        tail = self._resampler(np.zeros(0, np.float32), last=True)
-        if tail.size:
-            _lib.stream_feed(self._live(), tail)
-            self._samples += tail.size
-        _lib.stream_finish(self._live())
+        self._push(self._resampler(np.zeros(0, np.float32), last=True))
+        _lib.stream_end(self._live())
         self._finished = True
-        return self._update(final=True)
 
     def reset(self) -> None:
         """Starts the next utterance: forgets the utterances that have ended (their text, tokens

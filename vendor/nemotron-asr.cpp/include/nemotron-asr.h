@@ -265,6 +265,17 @@ NEMOTRON_API nemotron_status nemotron_stream_init(struct nemotron_context * ctx,
  * chunk that is complete. */
 NEMOTRON_API nemotron_status nemotron_stream_feed(struct nemotron_stream * stream, const float * samples, size_t n_samples);
 
+/* Batched decoding: push audio to many streams, then run them together. Chunks of equal
+ * geometry (same latency, past their first chunk) are computed in one graph, reading each
+ * weight once for all of them; the results are those of running each stream alone. */
+NEMOTRON_API nemotron_status nemotron_stream_push(struct nemotron_stream * stream, const float * samples, size_t n_samples);
+NEMOTRON_API nemotron_status nemotron_stream_end(struct nemotron_stream * stream); /* the end of the audio */
+
+/* Runs every ready chunk of these streams (all of ctx, each given once), on the first stream's
+ * backend and threads. The streams must not be used on other threads meanwhile. */
+NEMOTRON_API nemotron_status nemotron_streams_run(struct nemotron_context * ctx, struct nemotron_stream * const * streams,
+                                                  int n_streams);
+
 /* Ends the audio: runs what remains as NeMo does at the end of a stream. */
 NEMOTRON_API nemotron_status nemotron_stream_finish(struct nemotron_stream * stream);
 

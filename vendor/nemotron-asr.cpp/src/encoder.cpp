@@ -2,6 +2,7 @@
 
 #include "error.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -125,11 +126,32 @@ static ggml_tensor * channel_bias(ggml_context * ctx, ggml_tensor * x, ggml_tens
     return ggml_add(ctx, x, ggml_reshape_3d(ctx, b, 1, 1, b->ne[0]));
 }
 
+// The same cache of every stream in the batch, side by side: [d, n, batch]. Concatenated
+// pairwise as a tree, so each cache is copied log2(batch) times rather than batch times.
+static ggml_tensor * gather(ggml_context * ctx, std::vector<ggml_tensor *> parts) {
+    while (parts.size() > 1) {
+        std::vector<ggml_tensor *> next;
+        for (size_t i = 0; i + 1 < parts.size(); i += 2) next.push_back(ggml_concat(ctx, parts[i], parts[i + 1], 2));
+        if (parts.size() % 2) next.push_back(parts.back());
+        parts.swap(next);
+    }
+    return parts[0];
+}
+
+// Writes the last frames of each stream's slice of x ([d, frames, batch]) back to its cache.
+static void scatter(ggml_context * ctx, ggml_cgraph * gf, ggml_tensor * x, const std::vector<ggml_tensor *> & caches) {
+    for (size_t b = 0; b < caches.size(); ++b) {
+        const int64_t n = caches[b]->ne[1];
+        ggml_tensor * tail = ggml_view_2d(ctx, x, x->ne[0], n, x->nb[1], b * x->nb[2] + size_t(x->ne[1] - n) * x->nb[1]);
+        ggml_build_forward_expand(gf, ggml_cpy(ctx, tail, caches[b]));
+    }
+}
+
 ggml_tensor * encoder::subsampling(ggml_context * ctx, ggml_tensor * mel, int drop) {
     const subsampling_weights & sw = m_.subsampling;
-    // mel ne [n_mels, T] is an image of width n_mels (frequency) and height T (time), as
-    // NeMo's (batch, 1, time, frequency) input.
-    ggml_tensor * x = ggml_reshape_4d(ctx, mel, mel->ne[0], mel->ne[1], 1, 1);
+    // mel ne [n_mels, T, 1, batch] is an image of width n_mels (frequency) and height T (time)
+    // per stream, as NeMo's (batch, 1, time, frequency) input.
+    ggml_tensor * x = mel;
     for (size_t s = 0; s < sw.stages.size(); ++s) {
         const subsampling_weights::stage & st = sw.stages[s];
         if (s == 0) {
@@ -141,24 +163,32 @@ ggml_tensor * encoder::subsampling(ggml_context * ctx, ggml_tensor * mel, int dr
         }
         x = ggml_relu(ctx, channel_bias(ctx, x, st.pw_b));
     }
-    // [freq, time, channels] -> per time step the features channel-major, as NeMo's
+    // [freq, time, channels, batch] -> per time step the features channel-major, as NeMo's
     // transpose(1, 2).reshape(b, t, c * f).
-    const int64_t n_freq = x->ne[0], n_time = x->ne[1], n_ch = x->ne[2];
+    const int64_t n_freq = x->ne[0], n_time = x->ne[1], n_ch = x->ne[2], n_batch = x->ne[3];
     x = ggml_cont(ctx, ggml_permute(ctx, x, 0, 2, 1, 3));
-    x = ggml_reshape_2d(ctx, x, n_freq * n_ch, n_time);
+    x = ggml_reshape_3d(ctx, x, n_freq * n_ch, n_time, n_batch);
     if (drop > 0) {
-        x = ggml_view_2d(ctx, x, x->ne[0], n_time - drop, x->nb[1], size_t(drop) * x->nb[1]);
+        x = ggml_view_3d(ctx, x, x->ne[0], n_time - drop, n_batch, x->nb[1], x->nb[2], size_t(drop) * x->nb[1]);
     }
-    return linear(ctx, x, sw.out_w, sw.out_b);
+    x = linear(ctx, x, sw.out_w, sw.out_b); // [d, n_q, batch]
+    return ggml_reshape_2d(ctx, x, x->ne[0], x->ne[1] * n_batch);
 }
 
 ggml_tensor * encoder::conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int il, ggml_tensor * x, ggml_tensor * pos,
-                                       ggml_tensor * mask, encoder_cache & cache) {
+                                       ggml_tensor * mask, const std::vector<encoder_job> & jobs) {
     const nemotron_hparams & hp = m_.hparams;
     const conformer_layer_weights & L = m_.layers[size_t(il)];
     const int64_t d = hp.d_model, n_head = hp.n_heads, d_head = hp.d_head;
-    const int64_t n_q = x->ne[1];
-    const int64_t left = cache.k[size_t(il)]->ne[1];
+    const int64_t n_batch = int64_t(jobs.size());
+    const int64_t n_q = x->ne[1] / n_batch; // x is [d, n_q * batch], each stream's frames together
+    std::vector<ggml_tensor *> k_caches, v_caches, conv_caches;
+    for (const encoder_job & job : jobs) {
+        k_caches.push_back(job.cache->k[size_t(il)]);
+        v_caches.push_back(job.cache->v[size_t(il)]);
+        conv_caches.push_back(job.cache->conv[size_t(il)]);
+    }
+    const int64_t left = k_caches[0]->ne[1];
     const int64_t n_kv = left + n_q;
 
     // Macaron feed-forward, half-step residual.
@@ -169,49 +199,45 @@ ggml_tensor * encoder::conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int
     // Relative-position self-attention over [cached frames, this chunk].
     h = layer_norm(ctx, x, L.norm_att_w, L.norm_att_b);
     ggml_tensor * q = linear(ctx, h, L.q_w, L.q_b);
-    ggml_tensor * k = ggml_concat(ctx, cache.k[size_t(il)], linear(ctx, h, L.k_w, L.k_b), 1);
-    ggml_tensor * v = ggml_concat(ctx, cache.v[size_t(il)], linear(ctx, h, L.v_w, L.v_b), 1);
-    ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_view_2d(ctx, k, d, left, k->nb[1], size_t(n_q) * k->nb[1]),
-                                           cache.k[size_t(il)]));
-    ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_view_2d(ctx, v, d, left, v->nb[1], size_t(n_q) * v->nb[1]),
-                                           cache.v[size_t(il)]));
+    ggml_tensor * k = ggml_concat(ctx, gather(ctx, k_caches), ggml_reshape_3d(ctx, linear(ctx, h, L.k_w, L.k_b), d, n_q, n_batch), 1);
+    ggml_tensor * v = ggml_concat(ctx, gather(ctx, v_caches), ggml_reshape_3d(ctx, linear(ctx, h, L.v_w, L.v_b), d, n_q, n_batch), 1);
+    scatter(ctx, gf, k, k_caches); // k, v: [d, n_kv, batch]
+    scatter(ctx, gf, v, v_caches);
 
-    q = ggml_reshape_3d(ctx, q, d_head, n_head, n_q);
-    ggml_tensor * q_u = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_u), 0, 2, 1, 3); // [d_head, n_q, head]
+    q = ggml_reshape_4d(ctx, q, d_head, n_head, n_q, n_batch);
+    ggml_tensor * q_u = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_u), 0, 2, 1, 3); // [d_head, n_q, head, batch]
     ggml_tensor * q_v = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_v), 0, 2, 1, 3);
-    ggml_tensor * k_heads = ggml_permute(ctx, ggml_reshape_3d(ctx, k, d_head, n_head, n_kv), 0, 2, 1, 3);
-    ggml_tensor * content = ggml_mul_mat(ctx, k_heads, q_u); // [n_kv, n_q, head]
+    ggml_tensor * k_heads = ggml_permute(ctx, ggml_reshape_4d(ctx, k, d_head, n_head, n_kv, n_batch), 0, 2, 1, 3);
+    ggml_tensor * content = ggml_mul_mat(ctx, k_heads, q_u); // [n_kv, n_q, head, batch]
 
     // pos holds positions n_kv-1 down to 1-n_q; query i (at n_kv-n_q+i) and key j need
     // position n_kv-n_q+i-j, which is row n_q-1-i+j: Transformer-XL's "relative shift" is
-    // a strided view.
+    // a strided view. The positions are the same for every stream in the batch.
     const int64_t n_pos = pos->ne[1];
     ggml_tensor * p = ggml_permute(ctx, ggml_reshape_3d(ctx, pos, d_head, n_head, n_pos), 0, 2, 1, 3);
-    ggml_tensor * position = ggml_mul_mat(ctx, p, q_v); // [n_pos, n_q, head]
-    position = ggml_view_3d(ctx, position, n_kv, n_q, n_head, (size_t(n_pos) - 1) * position->nb[0], position->nb[2],
-                            size_t(n_q - 1) * position->nb[0]);
+    ggml_tensor * position = ggml_mul_mat(ctx, p, q_v); // [n_pos, n_q, head, batch]
+    position = ggml_view_4d(ctx, position, n_kv, n_q, n_head, n_batch, (size_t(n_pos) - 1) * position->nb[0],
+                            position->nb[2], position->nb[3], size_t(n_q - 1) * position->nb[0]);
     ggml_tensor * scores = ggml_add(ctx, content, ggml_cont(ctx, position));
     ggml_tensor * attn = ggml_soft_max_ext(ctx, scores, mask, 1.0f / std::sqrt(float(d_head)), 0.0f);
 
-    ggml_tensor * v_heads = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, d_head, n_head, n_kv), 1, 2, 0, 3));
-    ggml_tensor * o = ggml_mul_mat(ctx, v_heads, attn); // [d_head, n_q, head]
+    ggml_tensor * v_heads =
+        ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d_head, n_head, n_kv, n_batch), 1, 2, 0, 3));
+    ggml_tensor * o = ggml_mul_mat(ctx, v_heads, attn); // [d_head, n_q, head, batch]
     o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));
-    o = linear(ctx, ggml_reshape_2d(ctx, o, d, n_q), L.out_w, L.out_b);
+    o = linear(ctx, ggml_reshape_2d(ctx, o, d, n_q * n_batch), L.out_w, L.out_b);
     x = ggml_add(ctx, x, o);
 
     // Convolution module: pointwise, GLU, causal depthwise over [cached inputs, chunk], norm, SiLU, pointwise.
     h = layer_norm(ctx, x, L.norm_conv_w, L.norm_conv_b);
     h = linear(ctx, h, L.pw1_w, L.pw1_b);
-    ggml_tensor * value = ggml_view_2d(ctx, h, d, n_q, h->nb[1], 0);
-    ggml_tensor * gate = ggml_view_2d(ctx, h, d, n_q, h->nb[1], size_t(d) * h->nb[0]);
+    ggml_tensor * value = ggml_view_2d(ctx, h, d, n_q * n_batch, h->nb[1], 0);
+    ggml_tensor * gate = ggml_view_2d(ctx, h, d, n_q * n_batch, h->nb[1], size_t(d) * h->nb[0]);
     h = ggml_mul(ctx, value, ggml_sigmoid(ctx, gate));
-    ggml_tensor * conv_cache = cache.conv[size_t(il)];
-    const int64_t n_keep = conv_cache->ne[1];
-    ggml_tensor * hc = ggml_concat(ctx, conv_cache, h, 1);
-    ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_view_2d(ctx, hc, d, n_keep, hc->nb[1], size_t(n_q) * hc->nb[1]),
-                                           conv_cache));
-    h = ggml_ssm_conv(ctx, ggml_cont(ctx, ggml_transpose(ctx, hc)), L.dw_w); // [d, n_q, 1]
-    h = ggml_reshape_2d(ctx, h, d, n_q);
+    ggml_tensor * hc = ggml_concat(ctx, gather(ctx, conv_caches), ggml_reshape_3d(ctx, h, d, n_q, n_batch), 1);
+    scatter(ctx, gf, hc, conv_caches);
+    h = ggml_ssm_conv(ctx, ggml_cont(ctx, ggml_transpose(ctx, hc)), L.dw_w); // [d, n_q, batch]
+    h = ggml_reshape_2d(ctx, h, d, n_q * n_batch);
     if (L.dw_b != nullptr) h = ggml_add(ctx, h, L.dw_b);
     h = ggml_silu(ctx, layer_norm(ctx, h, L.conv_norm_w, L.conv_norm_b));
     x = ggml_add(ctx, x, linear(ctx, h, L.pw2_w, L.pw2_b));
@@ -240,42 +266,46 @@ void encoder::positions(int n_kv, int n_q, std::vector<float> & out) const {
     }
 }
 
-int encoder::run_chunk(const float * mel, int n_frames, int drop, encoder_cache & cache, std::vector<float> & out) {
+int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop) {
     const nemotron_hparams & hp = m_.hparams;
     const int n_q = subsampled_length(hp, n_frames) - drop;
-    if (n_q <= 0) return 0;
-    const int left = int(cache.k[0]->ne[1]);
+    if (n_q <= 0 || jobs.empty()) return 0;
+    const int n_batch = int(jobs.size());
+    const int left = int(jobs[0].cache->k[0]->ne[1]);
     const int n_kv = left + n_q;
 
     const projected_positions & projected = project_positions(n_kv, n_q);
 
-    const size_t n_nodes = size_t(64 + 96 * hp.n_layers);
+    const size_t n_nodes = size_t(64 + (96 + 12 * n_batch) * hp.n_layers);
     const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);
     if (meta_.size() < meta) meta_.resize(meta);
     ggml_init_params ip = {meta_.size(), meta_.data(), true};
     ggml_context * ctx = ggml_init(ip);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, n_nodes, false);
 
-    ggml_tensor * mel_in = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.n_mels, n_frames);
+    ggml_tensor * mel_in = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, hp.n_mels, n_frames, 1, n_batch);
     ggml_set_input(mel_in);
-    ggml_tensor * mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n_q);
+    ggml_tensor * mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, n_q, 1, n_batch);
     ggml_set_input(mask);
 
     ggml_tensor * x = subsampling(ctx, mel_in, drop);
     for (int il = 0; il < hp.n_layers; ++il) {
-        x = conformer_layer(ctx, gf, il, x, projected.layers[size_t(il)], mask, cache);
+        x = conformer_layer(ctx, gf, il, x, projected.layers[size_t(il)], mask, jobs);
     }
     ggml_set_output(x);
     ggml_build_forward_expand(gf, x);
 
     allocate(ctx, gf);
-    ggml_backend_tensor_set(mel_in, mel, 0, ggml_nbytes(mel_in));
-    std::vector<float> host;
-    // Cached frames that do not exist yet (the stream's first frames) are masked out.
-    host.assign(size_t(n_kv) * size_t(n_q), 0.0f);
-    const int n_invalid = left - std::min(cache.n_valid, left);
-    for (int i = 0; i < n_q; ++i) {
-        for (int j = 0; j < n_invalid; ++j) host[size_t(i) * size_t(n_kv) + size_t(j)] = -std::numeric_limits<float>::infinity();
+    const size_t mel_bytes = size_t(n_frames) * size_t(hp.n_mels) * sizeof(float);
+    std::vector<float> host(size_t(n_kv) * size_t(n_q) * size_t(n_batch), 0.0f);
+    for (int b = 0; b < n_batch; ++b) {
+        ggml_backend_tensor_set(mel_in, jobs[size_t(b)].mel, size_t(b) * mel_bytes, mel_bytes);
+        // Cached frames that do not exist yet (a stream's first frames) are masked out.
+        const int n_invalid = left - std::min(jobs[size_t(b)].cache->n_valid, left);
+        float * m = host.data() + size_t(b) * size_t(n_kv) * size_t(n_q);
+        for (int i = 0; i < n_q; ++i) {
+            std::fill_n(m + size_t(i) * size_t(n_kv), n_invalid, -std::numeric_limits<float>::infinity());
+        }
     }
     ggml_backend_tensor_set(mask, host.data(), 0, ggml_nbytes(mask));
 
@@ -284,11 +314,16 @@ int encoder::run_chunk(const float * mel, int n_frames, int drop, encoder_cache 
         ggml_free(ctx);
         fail(NEMOTRON_ERR_BACKEND, "the encoder graph failed (ggml status %d)", int(status));
     }
-    const size_t offset = out.size();
-    out.resize(offset + size_t(n_q) * size_t(hp.d_model));
-    ggml_backend_tensor_get(x, out.data() + offset, 0, ggml_nbytes(x));
+    const size_t frame_floats = size_t(n_q) * size_t(hp.d_model);
+    for (int b = 0; b < n_batch; ++b) {
+        std::vector<float> & out = *jobs[size_t(b)].out;
+        const size_t offset = out.size();
+        out.resize(offset + frame_floats);
+        ggml_backend_tensor_get(x, out.data() + offset, size_t(b) * frame_floats * sizeof(float), frame_floats * sizeof(float));
+        encoder_cache & cache = *jobs[size_t(b)].cache;
+        cache.n_valid = std::min(cache.n_valid + n_q, left);
+    }
     ggml_free(ctx);
-    cache.n_valid = std::min(cache.n_valid + n_q, left);
     return n_q;
 }
 

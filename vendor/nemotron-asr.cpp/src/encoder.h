@@ -5,6 +5,11 @@
 //
 // NeMo's offline encoder with a chunked_limited mask and its streaming step compute the
 // same thing; running every utterance chunk by chunk keeps memory bounded by the chunk.
+//
+// Chunks of several streams with the same geometry run as one batch: the matrix products
+// read each weight once for all of them, which is what makes many streams cheap on a
+// memory-bound CPU. Each stream's caches are gathered into the batch and scattered back
+// inside the graph; every column is computed exactly as it would be alone.
 #pragma once
 
 #include "model.h"
@@ -36,6 +41,13 @@ private:
     ggml_backend_buffer_t buf_ = nullptr;
 };
 
+// One stream's chunk in a batch.
+struct encoder_job {
+    const float * mel;        // [n_frames][n_mels]
+    encoder_cache * cache;
+    std::vector<float> * out; // encoder frames are appended here
+};
+
 class encoder {
 public:
     encoder(const model & m, ggml_backend_t backend);
@@ -43,11 +55,11 @@ public:
     encoder(const encoder &) = delete;
     encoder & operator=(const encoder &) = delete;
 
-    // Subsamples `n_frames` mel frames (row-major [n_frames][n_mels]), drops the first
-    // `drop` subsampled frames (those computed from the pre-encode cache), runs the conformer
-    // layers on the rest against `cache` and appends them to `out` ([frames][d_model]).
-    // Returns the number of frames appended.
-    int run_chunk(const float * mel, int n_frames, int drop, encoder_cache & cache, std::vector<float> & out);
+    // For every job: subsamples `n_frames` mel frames, drops the first `drop` subsampled
+    // frames (those computed from the pre-encode cache), runs the conformer layers on the rest
+    // against the job's cache and appends them to its `out` ([frames][d_model]). Returns the
+    // number of frames appended to each.
+    int run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop);
 
 private:
     // The relative positions a chunk of n_q queries needs, projected by every layer's
@@ -61,7 +73,7 @@ private:
 
     ggml_tensor * subsampling(ggml_context * ctx, ggml_tensor * mel, int drop);
     ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int il, ggml_tensor * x, ggml_tensor * pos,
-                                  ggml_tensor * mask, encoder_cache & cache);
+                                  ggml_tensor * mask, const std::vector<encoder_job> & jobs);
     void positions(int n_kv, int n_q, std::vector<float> & out) const;
     const projected_positions & project_positions(int n_kv, int n_q);
     void allocate(ggml_context * ctx, ggml_cgraph * gf);

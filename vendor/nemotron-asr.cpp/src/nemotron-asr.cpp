@@ -341,6 +341,41 @@ nemotron_status nemotron_stream_feed(struct nemotron_stream * s, const float * s
     });
 }
 
+nemotron_status nemotron_stream_push(struct nemotron_stream * s, const float * samples, size_t n_samples) {
+    return guarded([&] {
+        if (s == nullptr || (samples == nullptr && n_samples > 0)) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream and samples must not be NULL");
+        }
+        s->impl->push(samples, n_samples);
+    });
+}
+
+nemotron_status nemotron_stream_end(struct nemotron_stream * s) {
+    return guarded([&] {
+        if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
+        s->impl->end();
+    });
+}
+
+nemotron_status nemotron_streams_run(struct nemotron_context * ctx, struct nemotron_stream * const * streams, int n_streams) {
+    return guarded([&] {
+        if (ctx == nullptr || n_streams < 0 || (streams == nullptr && n_streams > 0)) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx and streams must not be NULL");
+        }
+        std::vector<nemotron::stream *> impls;
+        for (int i = 0; i < n_streams; ++i) {
+            if (streams[i] == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "streams[%d] is NULL", i);
+            nemotron::stream * s = streams[i]->impl.get();
+            if (&s->owner() != &ctx->model) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "streams[%d] belongs to another model", i);
+            if (std::find(impls.begin(), impls.end(), s) != impls.end()) {
+                nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "streams[%d] is given twice", i);
+            }
+            impls.push_back(s);
+        }
+        nemotron::stream::run_streams(impls);
+    });
+}
+
 nemotron_status nemotron_stream_finish(struct nemotron_stream * s) {
     return guarded([&] {
         if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");

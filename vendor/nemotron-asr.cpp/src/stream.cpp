@@ -38,6 +38,7 @@ void stream::reset() {
     mel_offset_ = 0;
     n_mel_ = 0;
     next_ = 0;
+    ending_ = false;
     finished_ = false;
 }
 
@@ -48,53 +49,71 @@ void stream::drop_tokens(size_t n) {
     tokens.probs.erase(tokens.probs.begin(), tokens.probs.begin() + std::ptrdiff_t(n));
 }
 
-void stream::feed(const float * samples, size_t n) {
-    if (finished_) fail(NEMOTRON_ERR_INVALID_ARG, "the stream has been finished; reset it to start another");
+void stream::push(const float * samples, size_t n) {
+    if (ending_) fail(NEMOTRON_ERR_INVALID_ARG, "the stream has been finished; reset it to start another");
     frames_.clear();
     frontend_.push(samples, n, frames_);
     mel_.insert(mel_.end(), frames_.begin(), frames_.end());
     n_mel_ += int64_t(frames_.size()) / m_.hparams.n_mels;
-    run_ready_chunks(false);
 }
 
-void stream::finish() {
-    if (finished_) return;
+void stream::end() {
+    if (ending_) return;
     frames_.clear();
     frontend_.finish(frames_);
     // The full-utterance path treats NeMo's final (zero) frame as padding; streaming encodes it.
     if (mode_ == chunking::offline) frames_.resize(frames_.size() - size_t(m_.hparams.n_mels));
     mel_.insert(mel_.end(), frames_.begin(), frames_.end());
     n_mel_ += int64_t(frames_.size()) / m_.hparams.n_mels;
-    run_ready_chunks(true);
-    finished_ = true;
+    ending_ = true;
 }
 
-void stream::run_ready_chunks(bool at_end) {
+bool stream::next_chunk(chunk_plan & plan) const {
     const int64_t S = subsampling_, R = right_;
-    while (true) {
-        const bool first = next_ == 0;
-        const bool padded_first = first && mode_ == chunking::stream_padded;
-        const int64_t chunk = first && !padded_first ? 1 + S * R : S * (R + 1);
-        const int64_t available = n_mel_ - next_;
-        int64_t n_new = chunk;
-        if (available < chunk) {
-            // NeMo's streaming buffer needs enough new frames for one subsampled frame.
-            const int64_t least = mode_ == chunking::offline || first ? 1 : S;
-            if (!at_end || available < least) break;
-            n_new = available;
-        }
-        int cache_frames = first && !padded_first ? 0 : pre_cache_;
-        int drop = first && !padded_first ? 0 : drop_;
-        if (mode_ == chunking::offline && next_ > 0 && next_ < pre_cache_) {
-            // The full-utterance path never sees zero frames before the signal: subsample
-            // from its start and drop the frames already encoded.
-            cache_frames = int(next_);
-            drop = subsampled_length(m_.hparams, int(next_));
-        }
-        run_chunk(next_, n_new, cache_frames, drop);
-        next_ += n_new;
-        if (n_new < chunk) break;
+    const bool first = next_ == 0;
+    const bool padded_first = first && mode_ == chunking::stream_padded;
+    const int64_t chunk = first && !padded_first ? 1 + S * R : S * (R + 1);
+    const int64_t available = n_mel_ - next_;
+    plan.start = next_;
+    plan.n_new = chunk;
+    if (available < chunk) {
+        // NeMo's streaming buffer needs enough new frames for one subsampled frame; after a
+        // shorter last chunk nothing is left.
+        const int64_t least = mode_ == chunking::offline || first ? 1 : S;
+        if (!ending_ || available < least) return false;
+        plan.n_new = available;
     }
+    plan.cache_frames = first && !padded_first ? 0 : pre_cache_;
+    plan.drop = first && !padded_first ? 0 : drop_;
+    if (mode_ == chunking::offline && next_ > 0 && next_ < pre_cache_) {
+        // The full-utterance path never sees zero frames before the signal: subsample
+        // from its start and drop the frames already encoded.
+        plan.cache_frames = int(next_);
+        plan.drop = subsampled_length(m_.hparams, int(next_));
+    }
+    return true;
+}
+
+void stream::chunk_input(const chunk_plan & plan, std::vector<float> & input) const {
+    const size_t n_mels = size_t(m_.hparams.n_mels);
+    input.assign(size_t(plan.n_frames()) * n_mels, 0.0f);
+    // Cache frames before the start of the stream are zeros, as NeMo pads them.
+    const int64_t first = plan.start - plan.cache_frames;
+    for (int64_t f = std::max<int64_t>(first, 0); f < plan.start + plan.n_new; ++f) {
+        const size_t src = size_t(f - mel_offset_) * n_mels;
+        std::copy(mel_.begin() + std::ptrdiff_t(src), mel_.begin() + std::ptrdiff_t(src + n_mels),
+                  input.begin() + std::ptrdiff_t(size_t(f - first) * n_mels));
+    }
+}
+
+void stream::accept_chunk(const chunk_plan & plan, const float * frames, int n) {
+    decoder_.decode(frames, n, n_encoder_frames, tokens, keep_trace_ ? &trace : nullptr);
+    if (keep_encoder_output_) {
+        encoder_output.insert(encoder_output.end(), frames, frames + size_t(n) * size_t(m_.hparams.d_model));
+        chunk_ends.push_back(n_encoder_frames + n);
+    }
+    n_encoder_frames += n;
+    next_ += plan.n_new;
     // Keep the frames the next chunk's pre-encode cache needs.
     const int64_t keep_from = std::max<int64_t>(0, next_ - pre_cache_);
     if (keep_from > mel_offset_) {
@@ -103,24 +122,37 @@ void stream::run_ready_chunks(bool at_end) {
     }
 }
 
-void stream::run_chunk(int64_t start, int64_t n_new, int cache_frames, int drop) {
-    const size_t n_mels = size_t(m_.hparams.n_mels);
-    input_.assign(size_t(cache_frames + n_new) * n_mels, 0.0f);
-    // Cache frames before the start of the stream are zeros, as NeMo pads them.
-    for (int64_t f = start - cache_frames; f < start + n_new; ++f) {
-        if (f < 0) continue;
-        const size_t src = size_t(f - mel_offset_) * n_mels;
-        const size_t dst = size_t(f - (start - cache_frames)) * n_mels;
-        std::copy(mel_.begin() + std::ptrdiff_t(src), mel_.begin() + std::ptrdiff_t(src + n_mels), input_.begin() + std::ptrdiff_t(dst));
+void stream::run_streams(const std::vector<stream *> & streams) {
+    struct pending {
+        stream * s;
+        chunk_plan plan;
+    };
+    while (true) {
+        // One chunk per stream and round; streams whose chunks have the same shape share a graph.
+        std::vector<pending> ready;
+        for (stream * s : streams) {
+            chunk_plan plan;
+            if (s->next_chunk(plan)) ready.push_back({s, plan});
+        }
+        if (ready.empty()) break;
+        while (!ready.empty()) {
+            const int n_frames = ready[0].plan.n_frames(), drop = ready[0].plan.drop;
+            std::vector<pending> group, rest;
+            for (const pending & p : ready) {
+                (p.plan.n_frames() == n_frames && p.plan.drop == drop ? group : rest).push_back(p);
+            }
+            std::vector<encoder_job> jobs;
+            for (const pending & p : group) {
+                p.s->chunk_input(p.plan, p.s->input_);
+                p.s->out_.clear();
+                jobs.push_back({p.s->input_.data(), &p.s->cache_, &p.s->out_});
+            }
+            const int n = group[0].s->encoder_.run_chunks(jobs, n_frames, drop);
+            for (const pending & p : group) p.s->accept_chunk(p.plan, p.s->out_.data(), n);
+            ready.swap(rest);
+        }
     }
-    out_.clear();
-    const int n = encoder_.run_chunk(input_.data(), int(cache_frames + n_new), drop, cache_, out_);
-    decoder_.decode(out_.data(), n, n_encoder_frames, tokens, keep_trace_ ? &trace : nullptr);
-    if (keep_encoder_output_) {
-        encoder_output.insert(encoder_output.end(), out_.begin(), out_.end());
-        chunk_ends.push_back(n_encoder_frames + n);
-    }
-    n_encoder_frames += n;
+    for (stream * s : streams) s->finished_ = s->ending_;
 }
 
 } // namespace nemotron

@@ -23,6 +23,14 @@ namespace nemotron {
 
 enum class chunking { stream, stream_padded, offline };
 
+// Where a stream's next chunk lies in its mel frames.
+struct chunk_plan {
+    int64_t start = 0, n_new = 0; // the new frames
+    int cache_frames = 0;         // pre-encode cache frames before them
+    int drop = 0;                 // subsampled frames to drop (those of the cache frames)
+    int n_frames() const { return cache_frames + int(n_new); }
+};
+
 class stream {
 public:
     stream(const model & m, ggml_backend_dev_t device, int n_threads, const rnnt_weights & weights, int att_right_context,
@@ -31,13 +39,20 @@ public:
     stream(const stream &) = delete;
     stream & operator=(const stream &) = delete;
 
-    void feed(const float * samples, size_t n);
-    void finish();
+    void push(const float * samples, size_t n); // audio in, nothing computed yet
+    void end();                                 // the end of the audio, nothing computed yet
+    void feed(const float * samples, size_t n) { push(samples, n); run_streams({this}); }
+    void finish() { end(); run_streams({this}); }
     void reset();
     void drop_tokens(size_t n); // forgets the first n tokens; the audio, caches and decoder state carry on
 
     bool finished() const { return finished_; }
     int right_context() const { return right_; }
+    const model & owner() const { return m_; }
+
+    // Runs every chunk that is ready in these streams (of one model), computing the chunks of
+    // equal geometry together on the first stream's backend.
+    static void run_streams(const std::vector<stream *> & streams);
 
     token_sequence tokens;
     std::vector<joint_step> trace;
@@ -46,8 +61,9 @@ public:
     int32_t n_encoder_frames = 0;
 
 private:
-    void run_ready_chunks(bool at_end);
-    void run_chunk(int64_t start, int64_t n_new, int cache_frames, int drop);
+    bool next_chunk(chunk_plan & plan) const;
+    void chunk_input(const chunk_plan & plan, std::vector<float> & input) const;
+    void accept_chunk(const chunk_plan & plan, const float * frames, int n);
 
     const model & m_;
     int right_, subsampling_, pre_cache_, drop_;
@@ -63,7 +79,8 @@ private:
     int64_t mel_offset_ = 0;
     int64_t n_mel_ = 0;         // mel frames produced so far
     int64_t next_ = 0;          // first mel frame of the next chunk
-    bool finished_ = false;
+    bool ending_ = false;       // end() was called: the remaining frames make the last chunks
+    bool finished_ = false;     // ... and they have run
     std::vector<float> frames_, input_, out_;
 };
 

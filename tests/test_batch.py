@@ -1,0 +1,72 @@
+"""Batched decoding: model.step runs many streams in one graph, with each stream's own results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import pytest
+import soundfile
+
+from nemotron_cpp import Endpointing, NemotronModel
+
+REFERENCE = Path(__file__).parent / "reference" / "tiny"
+CLIPS = ("speech_a", "speech_b", "speech_noisy", "noise", "silence", "speech_a")
+# Mixed on purpose: equal latencies share a graph (past their first chunks), others run beside them.
+LATENCIES = (160, 160, 80, 1120, 160, 560)
+CHUNKINGS = ("stream", "stream", "stream", "stream", "stream_padded", "offline")
+PIECE = 2560  # 160 ms
+
+
+def clips() -> List[np.ndarray]:
+    return [soundfile.read(REFERENCE / f"{name}.wav", dtype="float32")[0] for name in CLIPS]
+
+
+def alone(model: NemotronModel, audio: np.ndarray, latency: int, chunking: str) -> Tuple[List[int], np.ndarray, list]:
+    with model.stream(latency, chunking=chunking, keep_encoder_output=True, keep_trace=True,
+                      endpointing=Endpointing(silence=0.24)) as s:
+        for i in range(0, len(audio), PIECE):
+            s.feed(audio[i:i + PIECE])
+        segments = list(s.finalize().segments)
+        return s.tokens.tolist(), s.encoder_output, [t.text for t in s.transcript().segments] + [len(segments)]
+
+
+@pytest.mark.parametrize("weights", ["layout-a-tiny.f32.gguf", "layout-a-tiny.q8_0.gguf", "layout-b-tiny.q8_0.gguf"])
+def test_batched_results_are_each_streams_own(fixtures_dir: Path, weights: str) -> None:
+    model = NemotronModel(fixtures_dir / weights, n_threads=1)
+    audio = clips()
+    expected = [alone(model, a, lat, ch) for a, lat, ch in zip(audio, LATENCIES, CHUNKINGS)]
+    streams = [model.stream(lat, chunking=ch, keep_encoder_output=True, keep_trace=True,
+                            endpointing=Endpointing(silence=0.24)) for lat, ch in zip(LATENCIES, CHUNKINGS)]
+    n_final = [0] * len(streams)
+    for i in range(0, max(map(len, audio)), PIECE):
+        for s, a in zip(streams, audio):
+            s.push(a[i:i + PIECE])  # streams that have ended get empty pieces
+        updates = model.step(streams)
+        assert len(updates) == len(streams)
+    for k, u in enumerate(model.step(streams, final=True)):
+        assert u.is_final == bool(u.segments)
+        n_final[k] = len(u.segments)
+    for k, (s, (tokens, enc, segments)) in enumerate(zip(streams, expected)):
+        assert s.tokens.tolist() == tokens, CLIPS[k]
+        # Bit for bit: every column of the batch is computed as it would be alone.
+        np.testing.assert_array_equal(s.encoder_output, enc, err_msg=CLIPS[k])
+        assert [t.text for t in s.transcript().segments] + [n_final[k]] == segments
+        s.close()
+
+
+def test_step_errors(fixtures_dir: Path) -> None:
+    model = NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf", n_threads=1)
+    other = NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf", n_threads=1)
+    a, b = model.stream(160), other.stream(160)
+    with pytest.raises(ValueError, match="streams made by this model"):
+        model.step([a, b])
+    with pytest.raises(ValueError, match="the same stream twice"):
+        model.step([a, a])
+    assert model.step([]) == []
+    model.step([a], final=True)
+    with pytest.raises(ValueError, match="finalized; call reset"):
+        a.push(np.zeros(160, np.float32))
+    with pytest.raises(ValueError, match="already finalized"):
+        model.step([a], final=True)
