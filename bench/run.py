@@ -1,0 +1,492 @@
+"""The project's benchmark: speed, latency and memory of streaming recognition on this machine.
+
+Feeds a recording (by default 60 s of espeak-ng speech, made once into --cache) to a model in pieces
+of one chunk (latency_ms of audio) each, as fast as the engine runs, for every cell of the matrix
+weight type x latency x threads x concurrent streams. Each cell runs in a fresh process, so its load
+time and peak RSS are its own. The default model is a full-size random-weight model (24 layers,
+d_model 1024, written once per type into --cache by nemotron_cpp.testing); --model benches your own.
+
+Per cell: RTF, the wall time of the whole feed over the audio's length (with N streams, the group's
+wall time over one stream's audio, so "realtime" (RTF <= 1) means N live streams keep up); the
+compute time of each call that ran a chunk (p50, p95); the first partial: the audio position (at
+piece granularity) at which text first appeared, plus that call's compute time, the wait of a live
+user (with N streams, the slowest stream's); the load time; the peak RSS (VmHWM); the tokens emitted
+per encoder frame. It prints a markdown table under a line naming the machine, the engine and ggml
+versions, the git commit and the date.
+
+--mode threads feeds each stream from its own Python thread (the engine releases the GIL); --mode
+batched pushes each piece to every stream, then computes them together with model.step(streams).
+--compare runs another engine's command line on the same model file and audio, once per weight type
+x threads (and latency, when it uses {latency}); its wall time includes its loading. --nemo-python
+times NVIDIA NeMo's own cache-aware streaming of a .nemo file. For a .nemo and a GGUF file with the
+same full-size random weights (NeMo needs minutes and several GiB at this size):
+
+    /tmp/nemo-venv/bin/python scripts/make_reference.py --size full --seed 0 --preset full \\
+        --clips speech_a --att-context-sizes 70,13 --modes stream --out ~/.cache/nemotron-cpp/reference/full
+    python bench/run.py --model ~/.cache/nemotron-cpp/reference/full/model.f32.gguf --streams 1 \\
+        --nemo-python /tmp/nemo-venv/bin/python --nemo-model ~/.cache/nemotron-cpp/reference/full/model.nemo
+
+Examples:
+
+    python bench/run.py                                  # the whole matrix: hours on a 2-core machine
+    python bench/run.py --types q8_0 --latencies 160 --threads 2 --streams 1,4 --json out.json
+    python bench/run.py --model my.gguf --audio call.flac --compare "other-asr -m {model} -f {audio}"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import soundfile
+
+RATE = 16000
+SENTENCES = [
+    "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
+    "It is easy to tell the depth of a well.", "These days a chicken leg is a rare dish.",
+    "Rice is often served in round bowls.", "The juice of lemons makes fine punch.",
+    "The box was thrown beside the parked truck.", "The hogs were fed chopped corn and garbage.",
+    "Four hours of steady work faced us.", "A large size in stockings is hard to sell.",
+    "The boy was there when the sun rose.", "A rod is used to catch pink salmon.",
+    "The source of the huge river is the clear spring.", "Kick the ball straight and follow through.",
+    "Help the woman get back to her feet.", "A pot of tea helps to pass the evening.",
+]
+TUNE_SECONDS = 6.0  # of speech to tune the random joint on: enough frames, and seconds of work at full size
+TARGET_RATE = 0.5  # tokens per encoder frame, as in the project's NeMo references
+MODES = {"threads": "a Python thread feeds each stream", "batched": "model.step() computes all streams together"}
+LSTM = "decoder.prediction.dec_rnn.lstm."
+OUT = "joint.joint_net.2."  # the joint's output layer
+
+
+# ----------------------------------------------------------------------------------------------------
+# Audio and the default model
+
+
+def make_speech(path: Path, seconds: float) -> None:
+    """Writes `seconds` of espeak-ng sentences in four voices and five speeds, as 16 kHz mono int16."""
+    parts: List[np.ndarray] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, wav = Path(tmp) / "raw.wav", Path(tmp) / "16k.wav"
+        while sum(map(len, parts)) < seconds * RATE:
+            i = len(parts)
+            voice = ["en-us", "en", "en-us+f3", "en+m3"][i % 4]
+            subprocess.run(["espeak-ng", "-v", voice, "-s", str(150 + 10 * (i % 5)), "-w", str(raw),
+                            SENTENCES[i % len(SENTENCES)]], check=True)
+            subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(wav), "pad", "0", "0.3"],
+                           check=True)
+            parts.append(soundfile.read(wav, dtype="float32")[0])
+    soundfile.write(path, np.concatenate(parts)[: int(seconds * RATE)], RATE, subtype="PCM_16")
+
+
+def as_wav16k(path: Path, cache: Path) -> Path:
+    """The audio as a 16 kHz mono 16-bit WAV file, which any engine compared here can read."""
+    info = soundfile.info(str(path))
+    if (info.format, info.subtype, info.samplerate, info.channels) == ("WAV", "PCM_16", RATE, 1):
+        return path
+    out = cache / f"{path.stem}-16k.wav"
+    subprocess.run(["sox", str(path), "-r", str(RATE), "-c", "1", "-b", "16", str(out)], check=True)
+    return out
+
+
+def predict(w: Dict[str, np.ndarray], token: int, h: List[np.ndarray], c: List[np.ndarray]) -> Tuple[Any, ...]:
+    """One step of the prediction network (token -1: the start, a zero input); returns (joint input, h, c)."""
+    x = w["decoder.prediction.embed.weight"][token] if token >= 0 else np.zeros_like(h[0])
+    h, c = list(h), list(c)
+    for k in range(len(h)):
+        gates = (w[f"{LSTM}weight_ih_l{k}"] @ x + w[f"{LSTM}bias_ih_l{k}"]
+                 + w[f"{LSTM}weight_hh_l{k}"] @ h[k] + w[f"{LSTM}bias_hh_l{k}"])
+        i, f, g, o = np.split(gates, 4)
+        c[k] = c[k] / (1 + np.exp(-f)) + np.tanh(g) / (1 + np.exp(-i))
+        h[k] = x = np.tanh(c[k]) / (1 + np.exp(-o))
+    return w["joint.pred.weight"] @ x + w["joint.pred.bias"], h, c
+
+
+def greedy_rate(w: Dict[str, np.ndarray], enc: np.ndarray, size: Any) -> float:
+    """Tokens per encoder frame of greedy RNN-T decoding, in numpy (it matches the engine's counts)."""
+    zeros = [np.zeros(size.pred_hidden, np.float32)] * size.pred_layers
+    pred, h, c = predict(w, -1, zeros, zeros)
+    emitted = 0
+    for frame in enc @ w["joint.enc.weight"].T + w["joint.enc.bias"]:
+        for _ in range(size.max_symbols):
+            k = int(np.argmax(w[OUT + "weight"] @ np.maximum(frame + pred, 0) + w[OUT + "bias"]))
+            if k == size.vocab:  # the blank
+                break
+            pred, h, c = predict(w, k, h, c)
+            emitted += 1
+    return emitted / len(enc)
+
+
+def tune_joint(state: Dict[str, np.ndarray], size: Any, encs: List[np.ndarray]) -> Dict[str, np.ndarray]:
+    """Reshapes the random joint, as scripts/make_reference.py's tune_joint does in torch, so that greedy
+    decoding emits about TARGET_RATE tokens per frame of speech instead of a token on every step."""
+    w = {k: v.copy() for k, v in state.items() if k.startswith(("decoder.", "joint."))}
+    # A deep random encoder's output is nearly one vector per utterance, so every frame would get the
+    # same answer and the rate would jump from none to all as the blank's bias moves: the joint loses
+    # its response to each decode's mean and is scaled to unit spread over frames.
+    means = np.linalg.qr(np.stack([e.mean(0) for e in encs]).T)[0]
+    w["joint.enc.weight"] -= (w["joint.enc.weight"] @ means) @ means.T
+    proj = np.concatenate([e @ w["joint.enc.weight"].T for e in encs])
+    spread = (proj - proj.mean(0)).std()
+    w["joint.enc.weight"] /= spread
+    proj /= spread
+    # The same spread over decoder states, so that the tokens emitted so far matter.
+    zeros = [np.zeros(size.pred_hidden, np.float32)] * size.pred_layers
+    tokens = np.random.default_rng(0).integers(0, size.vocab, 64)
+    preds = np.stack([predict(w, int(t), zeros, zeros)[0] for t in tokens])
+    w["joint.pred.weight"] /= (preds - preds.mean(0)).std()
+    # Token rows lose their part along the mean hidden vector and the blank's row points along it,
+    # so the blank's bias sets how often a token wins.
+    hidden = np.maximum(proj + w["joint.enc.bias"] + predict(w, -1, zeros, zeros)[0], 0)
+    mu = hidden.mean(0) / np.linalg.norm(hidden.mean(0))
+    rows = 3 * w[OUT + "weight"]
+    rows -= np.outer(rows @ mu, mu)
+    rows[size.vocab] = 3 * mu
+    w[OUT + "weight"] = rows.astype(np.float32)
+    # The rate falls as the bias rises, still in steps: bisect, keep the bias whose median is closest.
+    lo, hi, best = -64.0, 64.0, (np.inf, 0.0, 0.0)
+    for _ in range(16):
+        mid = (lo + hi) / 2
+        w[OUT + "bias"][size.vocab] = mid
+        rate = float(np.median([greedy_rate(w, e, size) for e in encs]))
+        best = min(best, (abs(rate - TARGET_RATE), mid, rate))
+        if best[0] <= 0.05:
+            break
+        lo, hi = (mid, hi) if rate > TARGET_RATE else (lo, mid)
+    w[OUT + "bias"][size.vocab] = best[1]
+    print(f"joint tuned: blank bias {best[1]:+.2f}, median {best[2]:.2f} tokens per frame", file=sys.stderr)
+    return {k: w[k] for k in ("joint.enc.weight", "joint.pred.weight", OUT + "weight", OUT + "bias")}
+
+
+def default_models(cache: Path, types: List[str]) -> Dict[str, Path]:
+    """The full-size random model in each type; every file has the same weights, joint tuned once."""
+    from nemotron_cpp import NemotronModel, testing
+
+    size = testing.FULL
+    name = f"random-{size.n_layers}x{size.d_model}"
+    paths = {t: cache / f"{name}-{t}.gguf" for t in types}
+    missing = [t for t in types if not paths[t].exists()]
+    if not missing:
+        return paths
+    state = testing.random_state_dict(size, seed=0)
+    joint = cache / f"{name}-joint.npz"  # so that a type added later gets the same joint
+    if not joint.exists():
+        tune = cache / f"speech-{TUNE_SECONDS:g}s.wav"
+        if not tune.exists():
+            make_speech(tune, TUNE_SECONDS)
+        audio = soundfile.read(tune, dtype="float32")[0]
+        probe = testing.write_model(cache / f"{name}-probe.gguf", size=size, weight_type="q8_0", state_dict=state)
+        encs = []
+        with NemotronModel(probe) as model:  # each latency gives other encoder outputs: tune on them all
+            for latency in model.latencies_ms:
+                with model.stream(latency, endpointing=False, keep_encoder_output=True) as s:
+                    s.feed(audio)
+                    s.finalize()
+                    encs.append(s.encoder_output)
+        probe.unlink()
+        np.savez(joint, **tune_joint(state, size, encs))  # type: ignore[arg-type]  # numpy's stub: **kwds as bool
+    state.update(np.load(joint))
+    for t in missing:
+        print(f"writing {paths[t]}", file=sys.stderr)
+        testing.write_model(paths[t], size=size, weight_type=t, state_dict=state)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measurements, each in a process of its own: `run.py _cell|_nemo JSON`, and MEASURE for --compare
+
+
+def _peak_rss() -> int:
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+
+
+def _feed(stream: Any, pieces: List[np.ndarray], result: Dict[str, Any]) -> None:
+    """Feeds one stream, then finalizes it; chunk times and the first partial go into `result`."""
+    done = 0
+    for piece in pieces + [None]:
+        before = stream.n_frames
+        t = time.perf_counter()
+        update = stream.feed(piece) if piece is not None else stream.finalize()
+        spent = time.perf_counter() - t
+        done += 0 if piece is None else len(piece)
+        if stream.n_frames > before and piece is not None:
+            result["chunks"].append(spent)
+        # finalize() ends the utterance, so its partial is empty: its new text counts too.
+        if result["first"] is None and (update.partial or update.new_text):
+            result["first"] = [done / RATE, spent]
+
+
+def _step(model: Any, streams: List[Any], pieces: List[np.ndarray], result: Dict[str, Any]) -> None:
+    """Pushes each piece to every stream, then computes all their ready chunks in one model.step(): one
+    time and one first partial for the group."""
+    done = 0
+    for piece in pieces + [None]:
+        before = streams[0].n_frames
+        if piece is not None:
+            for s in streams:
+                s.push(piece)
+        t = time.perf_counter()
+        updates = model.step(streams, final=piece is None)
+        spent = time.perf_counter() - t
+        done += 0 if piece is None else len(piece)
+        if streams[0].n_frames > before and piece is not None:
+            result["chunks"].append(spent)
+        if result["first"] is None and any(u.partial or u.new_text for u in updates):
+            result["first"] = [done / RATE, spent]
+
+
+def cell(p: Dict[str, Any]) -> Dict[str, Any]:
+    """One matrix cell: load the model, make N streams, feed them the whole audio."""
+    if p["cold"]:  # evict the file's pages, so that the load reads the disk
+        fd = os.open(p["model"], os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    from nemotron_cpp import NemotronModel
+
+    audio = soundfile.read(p["audio"], dtype="float32")[0]
+    t = time.perf_counter()
+    model = NemotronModel(p["model"], n_threads=p["threads"], backend="cpu", use_mmap=p["mmap"])
+    load = time.perf_counter() - t
+    step = p["latency"] * RATE // 1000
+    pieces = [audio[i:i + step] for i in range(0, len(audio), step)]
+    streams = [model.stream(p["latency"], endpointing=False) for _ in range(p["streams"])]
+    results: List[Dict[str, Any]] = [{"chunks": [], "first": None} for _ in streams]
+    start = time.perf_counter()
+    if p["mode"] == "threads":
+        workers = [threading.Thread(target=_feed, args=(s, pieces, r)) for s, r in zip(streams, results)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    else:
+        results = results[:1]
+        _step(model, streams, pieces, results[0])
+    wall = time.perf_counter() - start
+    firsts = [r["first"] for r in results if r["first"] is not None]
+    return {"load_s": load, "wall_s": wall, "chunk_s": [t for r in results for t in r["chunks"]],
+            "first_partial": max(firsts, key=sum, default=None), "peak_bytes": _peak_rss(),
+            "tokens_per_frame": len(streams[0].tokens) / max(streams[0].n_frames, 1)}
+
+
+def nemo(p: Dict[str, Any]) -> Dict[str, Any]:
+    """NeMo's cache-aware streaming of one file on the CPU, driven as scripts/make_reference.py does."""
+    import torch
+    from nemo.collections.asr.models import ASRModel
+    from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+
+    torch.set_num_threads(p["threads"])
+    t = time.perf_counter()
+    model = ASRModel.restore_from(p["model"], map_location="cpu")
+    load = time.perf_counter() - t
+    model.eval()
+    model.preprocessor.featurizer.dither = 0.0
+    model.preprocessor.featurizer.pad_to = 0
+    hop = model.cfg.preprocessor.window_stride
+    right = round(p["latency"] / (1000 * hop * model.encoder.subsampling_factor)) - 1
+    contexts = [list(c) for c in model.encoder.att_context_size_all if c[1] == right]
+    if not contexts:
+        sys.exit(f"the model has no {p['latency']} ms mode (att_context_size {model.encoder.att_context_size_all})")
+    model.encoder.set_default_att_context_size(contexts[0])
+    times, first = [], None
+    with torch.inference_mode():
+        start = time.perf_counter()
+        buffer = CacheAwareStreamingAudioBuffer(model=model, online_normalization=False)
+        buffer.append_audio_file(p["audio"], stream_id=-1)  # the whole file's features, so timed too
+        caches = model.encoder.get_initial_cache_state(batch_size=1)
+        hyps = pred = None
+        for i, (chunk, lengths) in enumerate(buffer):
+            t = time.perf_counter()
+            pred, _, *caches, hyps = model.conformer_stream_step(
+                processed_signal=chunk, processed_signal_length=lengths, cache_last_channel=caches[0],
+                cache_last_time=caches[1], cache_last_channel_len=caches[2], keep_all_outputs=buffer.is_buffer_empty(),
+                previous_hypotheses=hyps, previous_pred_out=pred, return_transcription=True,
+                drop_extra_pre_encoded=0 if i == 0 else model.encoder.streaming_cfg.drop_extra_pre_encoded)
+            times.append(time.perf_counter() - t)
+            if first is None and len(hyps[0].y_sequence):
+                # Chunks follow each other without overlap: the buffer's index is the audio heard so far.
+                first = [min(buffer.buffer_idx, buffer.buffer.size(-1)) * hop, times[-1]]
+        wall = time.perf_counter() - start
+    return {"load_s": load, "wall_s": wall, "chunk_s": times, "first_partial": first, "peak_bytes": _peak_rss()}
+
+
+CHILDREN = {"_cell": cell, "_nemo": nemo}
+
+# Times one --compare command (argv[1]) and takes its peak RSS from RUSAGE_CHILDREN, which only this
+# wrapper's child feeds. Linux counts the spawning process's own peak into an exec'd child's
+# ru_maxrss, so the wrapper is as small as Python gets (no site, json imported afterwards): the
+# figure cannot fall below about 8 MiB.
+MEASURE = r"""
+import os, resource, sys, time
+t = time.perf_counter()
+pid = os.posix_spawn("/bin/sh", ["sh", "-c", sys.argv[1]], os.environ,
+                     file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+wall = time.perf_counter() - t
+import json
+if status:
+    sys.exit(f"exit status {status}")
+print(json.dumps({"wall_s": wall, "peak_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+"""
+
+
+def child(argv: List[str], label: str) -> Dict[str, Any]:
+    """Runs a measurement process; its result is the last line it prints (NeMo prints before it)."""
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode:
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise SystemExit(f"{label}: {lines[-1]}")
+    result: Dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run
+
+
+def header(mode: str, audio_s: float, audio_name: str) -> str:
+    from nemotron_cpp import system_info
+
+    info = system_info()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
+
+    commit = (git("rev-parse", "--short", "HEAD") or "unknown") + ("-dirty" if git("status", "--porcelain") else "")
+    return (f"Machine: {cpu}, {os.cpu_count()} logical CPUs; engine {info.version}, ggml {info.ggml_version}; "
+            f"commit {commit}; {time.strftime('%Y-%m-%d')}; {audio_s:.1f} s of {audio_name} in chunk-sized pieces, "
+            f"as fast as it runs; {MODES[mode]}")
+
+
+def row(engine: str, weights: str, latency: Optional[int], threads: int, streams: int,
+        r: Dict[str, Any]) -> Dict[str, Any]:
+    chunks = np.array(r.get("chunk_s", [])) * 1000
+    p50, p95 = (float(np.percentile(chunks, q)) if chunks.size else None for q in (50, 95))
+    rtf = r["wall_s"] / r["audio_s"]
+    return {"engine": engine, "weights": weights, "latency_ms": latency, "threads": threads, "streams": streams,
+            "rtf": rtf, "realtime": rtf <= 1, "chunk_p50_ms": p50, "chunk_p95_ms": p95,
+            "first_partial": r.get("first_partial"), "load_ms": r["load_s"] * 1000 if "load_s" in r else None,
+            "peak_mib": r["peak_bytes"] / 2**20, "tokens_per_frame": r.get("tokens_per_frame"),
+            "wall_s": r["wall_s"], "audio_s": r["audio_s"]}
+
+
+def table(rows: List[Dict[str, Any]]) -> str:
+    def num(v: Optional[float], fmt: str, unit: str = "") -> str:
+        return "-" if v is None else format(v, fmt) + unit
+
+    lines = ["| engine | weights | latency | threads | streams | RTF | realtime | chunk p50 | chunk p95 "
+             "| first partial | load | peak RSS | tokens/frame |", "|" + "---|" * 13]
+    for r in rows:
+        first = "-" if r["first_partial"] is None else "{:.2f} s + {:.0f} ms".format(r["first_partial"][0],
+                                                                                   r["first_partial"][1] * 1000)
+        lines.append(f"| {r['engine']} | {r['weights']} | {num(r['latency_ms'], 'd', ' ms')} | {r['threads']} "
+                     f"| {r['streams']} | {r['rtf']:.3f} | {'yes' if r['realtime'] else 'no'} "
+                     f"| {num(r['chunk_p50_ms'], '.0f', ' ms')} | {num(r['chunk_p95_ms'], '.0f', ' ms')} | {first} "
+                     f"| {num(r['load_ms'], '.0f', ' ms')} | {r['peak_mib']:.0f} MiB "
+                     f"| {num(r['tokens_per_frame'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    doc = (__doc__ or "").split("\n\n", 1)
+    parser = argparse.ArgumentParser(description=doc[0], epilog=doc[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--types", default="f32,q8_0,q4_0", help="weight types of the default model (default: %(default)s)")
+    add("--latencies", default="80,160,560,1120", help="chunk latencies in ms (default: %(default)s)")
+    add("--threads", default="1,2", help="engine threads of each model (default: %(default)s)")
+    add("--streams", default="1,2,4,8", help="concurrent streams (default: %(default)s)")
+    add("--mode", choices=tuple(MODES), default="threads",
+        help="threads: a Python thread per stream; batched: model.step(streams) (default: %(default)s)")
+    add("--model", type=Path, help="bench this GGUF file instead of the random model (--types is then ignored)")
+    add("--audio", type=Path, help="bench this recording instead of espeak-ng speech")
+    add("--seconds", type=float, default=60.0, help="length of the espeak-ng speech (default: %(default)s)")
+    add("--cache", type=Path, default=Path(__file__).parent / "models",
+        help="where the generated models and audio are kept (default: bench/models)")
+    add("--cold", action="store_true", help="evict the model file from the page cache before each load")
+    add("--no-mmap", action="store_true", help="copy the weights into memory instead of mapping the file")
+    add("--compare", action="append", default=[], metavar="CMD",
+        help="another engine's command line; {model}, {audio} (a 16 kHz mono WAV file), {threads} and {latency} "
+             "are replaced (shell-quoted); repeatable")
+    add("--nemo-python", metavar="PYTHON", help="a Python with NVIDIA NeMo: also time NeMo, per latency x threads")
+    add("--nemo-model", type=Path, metavar="NEMO", help="the .nemo file for --nemo-python")
+    add("--json", type=Path, metavar="OUT", help="also write every result to this JSON file")
+    args = parser.parse_args()
+    if args.nemo_python and not args.nemo_model:
+        parser.error("--nemo-python needs --nemo-model")
+    from nemotron_cpp import NemotronModel
+
+    if args.mode == "batched" and not hasattr(NemotronModel, "step"):
+        parser.exit(1, "--mode batched needs NemotronModel.step(streams), which this nemotron_cpp does not have\n")
+    latencies, threads, streams = ([int(v) for v in s.split(",")] for s in (args.latencies, args.threads, args.streams))
+
+    args.cache.mkdir(parents=True, exist_ok=True)
+    if args.audio:
+        wav, audio_name = as_wav16k(args.audio, args.cache), args.audio.name
+    else:
+        wav, audio_name = args.cache / f"speech-{args.seconds:g}s.wav", "espeak-ng speech"
+        if not wav.exists():
+            make_speech(wav, args.seconds)
+    audio_s = soundfile.info(str(wav)).frames / RATE
+    if args.model:
+        try:  # a bad file fails here, with the loader's message, rather than in every cell
+            with NemotronModel(args.model) as model:
+                models = {model.weight_type: args.model}
+        except (OSError, ValueError) as e:
+            parser.exit(1, f"--model: {e}\n")
+    else:
+        models = default_models(args.cache, args.types.split(","))
+
+    rows = []
+
+    def measure(argv: List[str], label: str, engine: str, weights: str, latency: Optional[int], n_threads: int,
+                n_streams: int) -> None:
+        r = child(argv, label)
+        rows.append(row(engine, weights, latency, n_threads, n_streams, {"audio_s": audio_s, **r}))
+        print(f"{label}: RTF {rows[-1]['rtf']:.3f}", file=sys.stderr)
+
+    for weights, path in models.items():
+        for n_threads in threads:
+            for latency in latencies:
+                for n in streams:
+                    params = {"model": str(path), "audio": str(wav), "latency": latency, "threads": n_threads,
+                              "streams": n, "mode": args.mode, "cold": args.cold, "mmap": not args.no_mmap}
+                    measure([sys.executable, __file__, "_cell", json.dumps(params)],
+                            f"{weights} {latency} ms, {n_threads} threads, {n} streams", "nemotron_cpp", weights,
+                            latency, n_threads, n)
+            for command in args.compare:
+                name = Path(shlex.split(command)[0]).name
+                for its_latency in latencies if "{latency}" in command else [None]:
+                    line = command
+                    for key, value in (("model", shlex.quote(str(path))), ("audio", shlex.quote(str(wav))),
+                                       ("threads", str(n_threads)), ("latency", str(its_latency))):
+                        line = line.replace("{" + key + "}", value)
+                    label = f"{name} {weights}, {n_threads} threads" + (f", {its_latency} ms" if its_latency else "")
+                    measure([sys.executable, "-S", "-I", "-c", MEASURE, line], label, name, weights, its_latency,
+                            n_threads, 1)
+    for n_threads in threads if args.nemo_python else []:
+        for latency in latencies:
+            params = {"model": str(args.nemo_model), "audio": str(wav), "latency": latency, "threads": n_threads}
+            measure([args.nemo_python, __file__, "_nemo", json.dumps(params)],
+                    f"NeMo {latency} ms, {n_threads} threads", "NeMo", "f32", latency, n_threads, 1)
+
+    head = header(args.mode, audio_s, audio_name)
+    print(f"{head}\n\n{table(rows)}")
+    if args.json:
+        args.json.write_text(json.dumps({"header": head, "argv": sys.argv[1:], "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] in CHILDREN:
+        print(json.dumps(CHILDREN[sys.argv[1]](json.loads(sys.argv[2]))))
+    else:
+        main()
