@@ -151,6 +151,7 @@ def model_info(handle: Any) -> Dict[str, Any]:
         "backend": _string(_lib.nemotron_model_backend(handle)),
         "n_threads": int(_lib.nemotron_model_n_threads(handle)),
         "uses_mmap": bool(_lib.nemotron_model_uses_mmap(handle)),
+        "repacked_bytes": int(_lib.nemotron_model_repacked_bytes(handle)),
     }
 
 

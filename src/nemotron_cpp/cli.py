@@ -56,6 +56,7 @@ def _info(args: argparse.Namespace) -> int:
                 "file_size": model.file_size,
                 "weight_bytes": model.weight_bytes,
                 "uses_mmap": model.uses_mmap,
+                "repacked_bytes": model.repacked_bytes,
                 "hparams": dataclasses.asdict(hp),
                 "tensor_groups": [dataclasses.asdict(g) for g in model.tensor_groups],
             }
@@ -68,7 +69,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"name         {model.name}")
         print(f"layout       {layout}")
         print(f"weights      {model.weight_type}, {_format_bytes(model.weight_bytes)}"
-              f"{', used in place from the mapped file' if model.uses_mmap else ''}")
+              f"{', used in place from the mapped file' if model.uses_mmap else ''}"
+              f"{f', {_format_bytes(model.repacked_bytes)} repacked for the CPU' if model.repacked_bytes else ''}")
         print(f"backend      {model.backend}, {model.n_threads} threads")
         print(f"encoder      {hp.n_layers} conformer layers, d_model {hp.d_model}, {hp.n_heads} heads, "
               f"d_ff {hp.d_ff}, conv kernel {hp.conv_kernel_size}, subsampling x{hp.subsampling_factor}")

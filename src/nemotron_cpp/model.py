@@ -56,7 +56,9 @@ class NemotronModel:
         CPU threads; ``None`` uses one per physical core.
     use_mmap:
         Map the file and use the weights in place (the default): loading is fast and the
-        weights are not held twice in memory.
+        weights are not held twice in memory. Matrices the CPU backend multiplies faster in its
+        own interleaved layout (q4_0 on x86, for one) are copied into it at load instead, and
+        their pages of the file are given back (see ``repacked_bytes``).
 
     Raises
     ------
@@ -174,6 +176,12 @@ class NemotronModel:
     def uses_mmap(self) -> bool:
         """True when the weights are used in place from the memory-mapped file."""
         return bool(self._info["uses_mmap"])
+
+    @property
+    def repacked_bytes(self) -> int:
+        """Bytes of matrices copied at load into the CPU backend's interleaved layouts, whose
+        kernels are faster (q4_0 on x86, for one); the rest stay in place in the mapped file."""
+        return int(self._info["repacked_bytes"])
 
     @property
     def tensors(self) -> Tuple[TensorInfo, ...]:

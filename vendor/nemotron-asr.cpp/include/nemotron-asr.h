@@ -178,6 +178,8 @@ NEMOTRON_API uint64_t        nemotron_model_weight_bytes(const struct nemotron_c
 NEMOTRON_API const char *    nemotron_model_backend(const struct nemotron_context * ctx);  /* device name, "CPU", "CUDA0" */
 NEMOTRON_API int             nemotron_model_n_threads(const struct nemotron_context * ctx);
 NEMOTRON_API bool            nemotron_model_uses_mmap(const struct nemotron_context * ctx); /* weights used in place from the mapped file */
+NEMOTRON_API uint64_t        nemotron_model_repacked_bytes(const struct nemotron_context * ctx); /* of them, copied into the CPU
+                                                                                                   backend's faster layouts */
 
 /* Vocabulary pieces in id order, the blank excluded (ids 0 .. n_pieces-1). The bytes are
  * UTF-8, may be of any length and are owned by the context. */

@@ -122,6 +122,10 @@ struct model {
     ggml_backend_buffer_t buf_derived = nullptr;
     std::unique_ptr<mapped_file> mapping; // kept only while weights are used in place
     bool weights_mapped = false;
+    // Matrices copied at load into a layout of the CPU backend's own (see repack_weights).
+    ggml_context *        ctx_repacked = nullptr;
+    ggml_backend_buffer_t buf_repacked = nullptr;
+    uint64_t              repacked_bytes = 0;
 
     model() = default;
     model(const model &) = delete;

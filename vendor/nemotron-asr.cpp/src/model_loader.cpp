@@ -20,6 +20,8 @@
 namespace nemotron {
 
 model::~model() {
+    if (buf_repacked) ggml_backend_buffer_free(buf_repacked);
+    if (ctx_repacked) ggml_free(ctx_repacked);
     if (buf_file) ggml_backend_buffer_free(buf_file);
     if (buf_derived) ggml_backend_buffer_free(buf_derived);
     if (ctx_file) ggml_free(ctx_file);
@@ -101,6 +103,7 @@ public:
         bind_tensors();
         read_frontend_tables();
         place_weights(device, use_mmap);
+        if (m_.weights_mapped) repack_weights(device);
         summarize();
     }
 
@@ -680,6 +683,72 @@ private:
         }
         if (m_.weights_mapped) {
             m_.mapping = std::move(file_);
+        }
+    }
+
+    // The encoder's matrices, as the slots the graphs read them from.
+    std::vector<ggml_tensor **> matrix_slots() {
+        std::vector<ggml_tensor **> out = {&m_.subsampling.out_w};
+        for (conformer_layer_weights & L : m_.layers) {
+            for (ggml_tensor ** w : {&L.ff1_w1, &L.ff1_w2, &L.q_w, &L.k_w, &L.v_w, &L.out_w, &L.pos_w, &L.pw1_w, &L.pw2_w,
+                                     &L.ff2_w1, &L.ff2_w2}) {
+                out.push_back(w);
+            }
+        }
+        return out;
+    }
+
+    // Whether the device's matrix product takes `w` from a buffer of type `buft`: asked of the
+    // backend with a stand-in tensor, so ggml's own rules decide (types, shapes, CPU features).
+    static bool multiplies_from(ggml_backend_dev_t device, ggml_backend_buffer_type_t buft, const ggml_tensor * w) {
+        ggml_init_params ip = {ggml_tensor_overhead() * 4, nullptr, true};
+        ggml_context * ctx = ggml_init(ip);
+        ggml_tensor * stand_in = ggml_new_tensor_2d(ctx, w->type, w->ne[0], w->ne[1]);
+        ggml_tensor * op = ggml_mul_mat(ctx, stand_in, ggml_new_tensor_2d(ctx, GGML_TYPE_F32, w->ne[0], 8));
+        ggml_backend_buffer_t empty = ggml_backend_buft_alloc_buffer(buft, 0);
+        stand_in->buffer = empty;
+        const bool ok = empty != nullptr && ggml_backend_dev_supports_op(device, op);
+        if (empty) ggml_backend_buffer_free(empty);
+        ggml_free(ctx);
+        return ok;
+    }
+
+    // The CPU backend's repacked layouts (q4_0 and the k-quants interleaved several rows at a
+    // time) let its matrix kernels work on many rows per vector instruction: on x86 q4_0 runs
+    // about twice as fast. The matrices it takes are copied into them at load, and their pages
+    // of the mapped file are given back, so memory stays about the file's size.
+    void repack_weights(ggml_backend_dev_t device) {
+        if (ggml_backend_dev_type(device) != GGML_BACKEND_DEVICE_TYPE_CPU) return;
+        auto get_extra = reinterpret_cast<ggml_backend_dev_get_extra_bufts_t>(
+            ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(device), "ggml_backend_dev_get_extra_bufts"));
+        if (get_extra == nullptr) return;
+        std::map<const ggml_tensor *, const gguf_tensor *> source;
+        for (const pending & p : pending_) source[p.t] = p.src;
+        for (ggml_backend_buffer_type_t * buft = get_extra(device); buft != nullptr && *buft != nullptr; ++buft) {
+            std::vector<ggml_tensor **> chosen;
+            for (ggml_tensor ** slot : matrix_slots()) {
+                if (*slot != nullptr && source.count(*slot) && multiplies_from(device, *buft, *slot)) chosen.push_back(slot);
+            }
+            if (chosen.empty()) continue;
+            ggml_init_params ip = {ggml_tensor_overhead() * chosen.size(), nullptr, true};
+            m_.ctx_repacked = ggml_init(ip);
+            std::vector<ggml_tensor *> copies;
+            for (ggml_tensor ** slot : chosen) {
+                ggml_tensor * copy = ggml_dup_tensor(m_.ctx_repacked, *slot);
+                ggml_set_name(copy, (*slot)->name);
+                copies.push_back(copy);
+            }
+            m_.buf_repacked = ggml_backend_alloc_ctx_tensors_from_buft(m_.ctx_repacked, *buft);
+            if (m_.buf_repacked == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate the repacked weights");
+            ggml_backend_buffer_set_usage(m_.buf_repacked, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+            for (size_t i = 0; i < chosen.size(); ++i) {
+                const gguf_tensor * src = source[*chosen[i]];
+                ggml_backend_tensor_set(copies[i], (*chosen[i])->data, 0, ggml_nbytes(copies[i]));
+                m_.mapping->release(size_t(g_.data_offset() + src->offset), size_t(src->n_bytes));
+                m_.repacked_bytes += ggml_nbytes(copies[i]);
+                *chosen[i] = copies[i];
+            }
+            return; // one layout is enough
         }
     }
 

@@ -12,6 +12,7 @@
 #include "ggml.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -129,9 +130,17 @@ struct nemotron_context_params nemotron_context_default_params(void) {
     return p;
 }
 
+// ggml's default logger prints every level; an embedded engine should only speak up about
+// problems (the CPU backend reports each repacked tensor at debug level).
+static void log_problems(ggml_log_level level, const char * text, void *) {
+    if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
+}
+
 nemotron_status nemotron_init_from_file(const char * path, const struct nemotron_context_params * params,
                                         struct nemotron_context ** out) {
     if (out != nullptr) *out = nullptr;
+    static std::once_flag quiet;
+    std::call_once(quiet, [] { ggml_log_set(log_problems, nullptr); });
     return guarded([&] {
         if (path == nullptr || out == nullptr) {
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "path and out must not be NULL");
@@ -173,6 +182,8 @@ uint64_t nemotron_model_weight_bytes(const struct nemotron_context * ctx) { retu
 const char * nemotron_model_backend(const struct nemotron_context * ctx) { return ggml_backend_dev_name(ctx->device); }
 int nemotron_model_n_threads(const struct nemotron_context * ctx) { return ctx->n_threads; }
 bool nemotron_model_uses_mmap(const struct nemotron_context * ctx) { return ctx->model.weights_mapped; }
+
+uint64_t nemotron_model_repacked_bytes(const struct nemotron_context * ctx) { return ctx->model.repacked_bytes; }
 
 int nemotron_n_pieces(const struct nemotron_context * ctx) { return int(ctx->model.pieces.size()); }
 
