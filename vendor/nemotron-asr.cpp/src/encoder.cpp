@@ -24,10 +24,12 @@ encoder_cache::encoder_cache(const model & m, ggml_backend_dev_t device) {
     ggml_init_params ip = {ggml_tensor_overhead() * size_t(3 * hp.n_layers + 1), nullptr, true};
     ctx_ = ggml_init(ip);
     if (ctx_ == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "out of memory");
-    const int left = std::max(hp.att_left_context, 1);
+    left = std::max(hp.att_left_context, 1);
+    // Room for `left` more frames: the window moves once per left / chunk chunks.
+    const int capacity = 2 * left;
     for (int il = 0; il < hp.n_layers; ++il) {
-        k.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, left));
-        v.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, left));
+        k.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, capacity));
+        v.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, capacity));
         conv.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, std::max(hp.conv_kernel_size - 1, 1)));
     }
     buf_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, ggml_backend_dev_buffer_type(device));
@@ -44,7 +46,21 @@ void encoder_cache::reset() {
     // Zero caches are NeMo's initial state: zero conv inputs are the causal padding, and
     // the attention never looks at cached frames that are not valid yet.
     ggml_backend_buffer_clear(buf_, 0);
+    end = left;
     n_valid = 0;
+}
+
+void encoder_cache::make_room(int n) {
+    if (end + n <= int(k[0]->ne[1])) return;
+    if (left + n > int(k[0]->ne[1])) fail(NEMOTRON_ERR_INVALID_ARG, "a chunk of %d frames exceeds the cache", n);
+    std::vector<uint8_t> window(size_t(left) * k[0]->nb[1]);
+    for (std::vector<ggml_tensor *> * kind : {&k, &v}) {
+        for (ggml_tensor * t : *kind) {
+            ggml_backend_tensor_get(t, window.data(), size_t(end - left) * t->nb[1], window.size());
+            ggml_backend_tensor_set(t, window.data(), 0, window.size());
+        }
+    }
+    end = left;
 }
 
 // ---- graph ------------------------------------------------------------------------------
@@ -126,25 +142,24 @@ static ggml_tensor * channel_bias(ggml_context * ctx, ggml_tensor * x, ggml_tens
     return ggml_add(ctx, x, ggml_reshape_3d(ctx, b, 1, 1, b->ne[0]));
 }
 
-// The same cache of every stream in the batch, side by side: [d, n, batch]. Concatenated
-// pairwise as a tree, so each cache is copied log2(batch) times rather than batch times.
-static ggml_tensor * gather(ggml_context * ctx, std::vector<ggml_tensor *> parts) {
+// Tensors joined along `dim`, pairwise as a tree, so each part is copied log2(parts) times
+// rather than once per part.
+static ggml_tensor * join(ggml_context * ctx, std::vector<ggml_tensor *> parts, int dim) {
     while (parts.size() > 1) {
         std::vector<ggml_tensor *> next;
-        for (size_t i = 0; i + 1 < parts.size(); i += 2) next.push_back(ggml_concat(ctx, parts[i], parts[i + 1], 2));
+        for (size_t i = 0; i + 1 < parts.size(); i += 2) next.push_back(ggml_concat(ctx, parts[i], parts[i + 1], dim));
         if (parts.size() % 2) next.push_back(parts.back());
         parts.swap(next);
     }
     return parts[0];
 }
 
-// Writes the last frames of each stream's slice of x ([d, frames, batch]) back to its cache.
-static void scatter(ggml_context * ctx, ggml_cgraph * gf, ggml_tensor * x, const std::vector<ggml_tensor *> & caches) {
-    for (size_t b = 0; b < caches.size(); ++b) {
-        const int64_t n = caches[b]->ne[1];
-        ggml_tensor * tail = ggml_view_2d(ctx, x, x->ne[0], n, x->nb[1], b * x->nb[2] + size_t(x->ne[1] - n) * x->nb[1]);
-        ggml_build_forward_expand(gf, ggml_cpy(ctx, tail, caches[b]));
-    }
+// Writes the last frames of x ([d, frames], or one stream's slice b of [d, frames, batch]) back
+// to a cache ([d, n]).
+static void keep_last(ggml_context * ctx, ggml_cgraph * gf, ggml_tensor * x, ggml_tensor * cache, size_t b = 0) {
+    const int64_t n = cache->ne[1];
+    ggml_tensor * tail = ggml_view_2d(ctx, x, x->ne[0], n, x->nb[1], b * x->nb[2] + size_t(x->ne[1] - n) * x->nb[1]);
+    ggml_build_forward_expand(gf, ggml_cpy(ctx, tail, cache));
 }
 
 ggml_tensor * encoder::subsampling(ggml_context * ctx, ggml_tensor * mel, int drop) {
@@ -175,11 +190,40 @@ ggml_tensor * encoder::subsampling(ggml_context * ctx, ggml_tensor * mel, int dr
     return ggml_reshape_2d(ctx, x, x->ne[0], x->ne[1] * n_batch);
 }
 
+// One stream's attention: queries q [d, n_q] against keys and values [d, n_kv] (the cached
+// frames, then the chunk's), with Transformer-XL's relative positions; returns [d, n_q].
+static ggml_tensor * attention(ggml_context * ctx, const conformer_layer_weights & L, ggml_tensor * q, ggml_tensor * k,
+                               ggml_tensor * v, ggml_tensor * pos, ggml_tensor * mask) {
+    const int64_t d = q->ne[0], n_q = q->ne[1], n_kv = k->ne[1];
+    const int64_t d_head = L.pos_bias_u->ne[0], n_head = L.pos_bias_u->ne[1];
+    q = ggml_reshape_3d(ctx, q, d_head, n_head, n_q);
+    ggml_tensor * q_u = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_u), 0, 2, 1, 3); // [d_head, n_q, head]
+    ggml_tensor * q_v = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_v), 0, 2, 1, 3);
+    ggml_tensor * k_heads = ggml_permute(ctx, ggml_reshape_3d(ctx, k, d_head, n_head, n_kv), 0, 2, 1, 3);
+    ggml_tensor * content = ggml_mul_mat(ctx, k_heads, q_u); // [n_kv, n_q, head]
+
+    // pos holds positions n_kv-1 down to 1-n_q; query i (at n_kv-n_q+i) and key j need
+    // position n_kv-n_q+i-j, which is row n_q-1-i+j: Transformer-XL's "relative shift" is
+    // a strided view.
+    const int64_t n_pos = pos->ne[1];
+    ggml_tensor * p = ggml_permute(ctx, ggml_reshape_3d(ctx, pos, d_head, n_head, n_pos), 0, 2, 1, 3);
+    ggml_tensor * position = ggml_mul_mat(ctx, p, q_v); // [n_pos, n_q, head]
+    position = ggml_view_3d(ctx, position, n_kv, n_q, n_head, (size_t(n_pos) - 1) * position->nb[0], position->nb[2],
+                            size_t(n_q - 1) * position->nb[0]);
+    ggml_tensor * scores = ggml_add(ctx, content, ggml_cont(ctx, position));
+    ggml_tensor * attn = ggml_soft_max_ext(ctx, scores, mask, 1.0f / std::sqrt(float(d_head)), 0.0f);
+
+    ggml_tensor * v_heads = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, d_head, n_head, n_kv), 1, 2, 0, 3));
+    ggml_tensor * o = ggml_mul_mat(ctx, v_heads, attn); // [d_head, n_q, head]
+    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));
+    return ggml_reshape_2d(ctx, o, d, n_q);
+}
+
 ggml_tensor * encoder::conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int il, ggml_tensor * x, ggml_tensor * pos,
                                        ggml_tensor * mask, const std::vector<encoder_job> & jobs) {
     const nemotron_hparams & hp = m_.hparams;
     const conformer_layer_weights & L = m_.layers[size_t(il)];
-    const int64_t d = hp.d_model, n_head = hp.n_heads, d_head = hp.d_head;
+    const int64_t d = hp.d_model;
     const int64_t n_batch = int64_t(jobs.size());
     const int64_t n_q = x->ne[1] / n_batch; // x is [d, n_q * batch], each stream's frames together
     std::vector<ggml_tensor *> k_caches, v_caches, conv_caches;
@@ -188,45 +232,37 @@ ggml_tensor * encoder::conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int
         v_caches.push_back(job.cache->v[size_t(il)]);
         conv_caches.push_back(job.cache->conv[size_t(il)]);
     }
-    const int64_t left = k_caches[0]->ne[1];
-    const int64_t n_kv = left + n_q;
+    const int64_t n_kv = jobs[0].cache->left + n_q;
 
     // Macaron feed-forward, half-step residual.
     ggml_tensor * h = layer_norm(ctx, x, L.norm_ff1_w, L.norm_ff1_b);
     h = linear(ctx, ggml_silu(ctx, linear(ctx, h, L.ff1_w1, L.ff1_b1)), L.ff1_w2, L.ff1_b2);
     x = ggml_add(ctx, x, ggml_scale(ctx, h, 0.5f));
 
-    // Relative-position self-attention over [cached frames, this chunk].
+    // Relative-position self-attention over [cached frames, this chunk]: the projections for
+    // the whole batch at once, the attention itself per stream against its own caches (copying
+    // the caches into a batch would cost more than the small per-stream products).
     h = layer_norm(ctx, x, L.norm_att_w, L.norm_att_b);
-    ggml_tensor * q = linear(ctx, h, L.q_w, L.q_b);
-    ggml_tensor * k = ggml_concat(ctx, gather(ctx, k_caches), ggml_reshape_3d(ctx, linear(ctx, h, L.k_w, L.k_b), d, n_q, n_batch), 1);
-    ggml_tensor * v = ggml_concat(ctx, gather(ctx, v_caches), ggml_reshape_3d(ctx, linear(ctx, h, L.v_w, L.v_b), d, n_q, n_batch), 1);
-    scatter(ctx, gf, k, k_caches); // k, v: [d, n_kv, batch]
-    scatter(ctx, gf, v, v_caches);
-
-    q = ggml_reshape_4d(ctx, q, d_head, n_head, n_q, n_batch);
-    ggml_tensor * q_u = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_u), 0, 2, 1, 3); // [d_head, n_q, head, batch]
-    ggml_tensor * q_v = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_v), 0, 2, 1, 3);
-    ggml_tensor * k_heads = ggml_permute(ctx, ggml_reshape_4d(ctx, k, d_head, n_head, n_kv, n_batch), 0, 2, 1, 3);
-    ggml_tensor * content = ggml_mul_mat(ctx, k_heads, q_u); // [n_kv, n_q, head, batch]
-
-    // pos holds positions n_kv-1 down to 1-n_q; query i (at n_kv-n_q+i) and key j need
-    // position n_kv-n_q+i-j, which is row n_q-1-i+j: Transformer-XL's "relative shift" is
-    // a strided view. The positions are the same for every stream in the batch.
-    const int64_t n_pos = pos->ne[1];
-    ggml_tensor * p = ggml_permute(ctx, ggml_reshape_3d(ctx, pos, d_head, n_head, n_pos), 0, 2, 1, 3);
-    ggml_tensor * position = ggml_mul_mat(ctx, p, q_v); // [n_pos, n_q, head, batch]
-    position = ggml_view_4d(ctx, position, n_kv, n_q, n_head, n_batch, (size_t(n_pos) - 1) * position->nb[0],
-                            position->nb[2], position->nb[3], size_t(n_q - 1) * position->nb[0]);
-    ggml_tensor * scores = ggml_add(ctx, content, ggml_cont(ctx, position));
-    ggml_tensor * attn = ggml_soft_max_ext(ctx, scores, mask, 1.0f / std::sqrt(float(d_head)), 0.0f);
-
-    ggml_tensor * v_heads =
-        ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d_head, n_head, n_kv, n_batch), 1, 2, 0, 3));
-    ggml_tensor * o = ggml_mul_mat(ctx, v_heads, attn); // [d_head, n_q, head, batch]
-    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));
-    o = linear(ctx, ggml_reshape_2d(ctx, o, d, n_q * n_batch), L.out_w, L.out_b);
-    x = ggml_add(ctx, x, o);
+    ggml_tensor * q_all = linear(ctx, h, L.q_w, L.q_b);
+    ggml_tensor * k_all = linear(ctx, h, L.k_w, L.k_b);
+    ggml_tensor * v_all = linear(ctx, h, L.v_w, L.v_b);
+    std::vector<ggml_tensor *> outputs;
+    for (int64_t b = 0; b < n_batch; ++b) {
+        auto columns = [&](ggml_tensor * t) { return ggml_view_2d(ctx, t, d, n_q, t->nb[1], size_t(b * n_q) * t->nb[1]); };
+        const encoder_cache & cache = *jobs[size_t(b)].cache;
+        // The chunk's keys and values go after the window; the attention reads both in place.
+        // The copies are in the graph before the reads, and ggml runs a graph in order.
+        auto window = [&](ggml_tensor * kind, ggml_tensor * fresh) {
+            ggml_build_forward_expand(gf, ggml_cpy(ctx, columns(fresh),
+                                                   ggml_view_2d(ctx, kind, d, n_q, kind->nb[1], size_t(cache.end) * kind->nb[1])));
+            return ggml_view_2d(ctx, kind, d, n_kv, kind->nb[1], size_t(cache.end - cache.left) * kind->nb[1]);
+        };
+        ggml_tensor * k = window(k_caches[size_t(b)], k_all); // [d, n_kv]
+        ggml_tensor * v = window(v_caches[size_t(b)], v_all);
+        ggml_tensor * stream_mask = ggml_view_2d(ctx, mask, n_kv, n_q, mask->nb[1], size_t(b) * mask->nb[3]);
+        outputs.push_back(attention(ctx, L, columns(q_all), k, v, pos, stream_mask));
+    }
+    x = ggml_add(ctx, x, linear(ctx, join(ctx, outputs, 1), L.out_w, L.out_b));
 
     // Convolution module: pointwise, GLU, causal depthwise over [cached inputs, chunk], norm, SiLU, pointwise.
     h = layer_norm(ctx, x, L.norm_conv_w, L.norm_conv_b);
@@ -234,8 +270,9 @@ ggml_tensor * encoder::conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int
     ggml_tensor * value = ggml_view_2d(ctx, h, d, n_q * n_batch, h->nb[1], 0);
     ggml_tensor * gate = ggml_view_2d(ctx, h, d, n_q * n_batch, h->nb[1], size_t(d) * h->nb[0]);
     h = ggml_mul(ctx, value, ggml_sigmoid(ctx, gate));
-    ggml_tensor * hc = ggml_concat(ctx, gather(ctx, conv_caches), ggml_reshape_3d(ctx, h, d, n_q, n_batch), 1);
-    scatter(ctx, gf, hc, conv_caches);
+    // The depthwise convolution's caches are a few frames: cheap to gather into one batch.
+    ggml_tensor * hc = ggml_concat(ctx, join(ctx, conv_caches, 2), ggml_reshape_3d(ctx, h, d, n_q, n_batch), 1);
+    for (size_t b = 0; b < conv_caches.size(); ++b) keep_last(ctx, gf, hc, conv_caches[b], b);
     h = ggml_ssm_conv(ctx, ggml_cont(ctx, ggml_transpose(ctx, hc)), L.dw_w); // [d, n_q, batch]
     h = ggml_reshape_2d(ctx, h, d, n_q * n_batch);
     if (L.dw_b != nullptr) h = ggml_add(ctx, h, L.dw_b);
@@ -271,12 +308,13 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
     const int n_q = subsampled_length(hp, n_frames) - drop;
     if (n_q <= 0 || jobs.empty()) return 0;
     const int n_batch = int(jobs.size());
-    const int left = int(jobs[0].cache->k[0]->ne[1]);
+    const int left = jobs[0].cache->left;
     const int n_kv = left + n_q;
+    for (const encoder_job & job : jobs) job.cache->make_room(n_q);
 
     const projected_positions & projected = project_positions(n_kv, n_q);
 
-    const size_t n_nodes = size_t(64 + (96 + 12 * n_batch) * hp.n_layers);
+    const size_t n_nodes = size_t(64 + (96 + 40 * n_batch) * hp.n_layers);
     const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);
     if (meta_.size() < meta) meta_.resize(meta);
     ggml_init_params ip = {meta_.size(), meta_.data(), true};
@@ -322,6 +360,7 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
         ggml_backend_tensor_get(x, out.data() + offset, size_t(b) * frame_floats * sizeof(float), frame_floats * sizeof(float));
         encoder_cache & cache = *jobs[size_t(b)].cache;
         cache.n_valid = std::min(cache.n_valid + n_q, left);
+        cache.end += n_q;
     }
     ggml_free(ctx);
     return n_q;

@@ -31,10 +31,17 @@ public:
     encoder_cache & operator=(const encoder_cache &) = delete;
 
     void reset();
+    // Makes room for n new frames after the window, moving the window to the front if needed.
+    void make_room(int n);
 
-    std::vector<ggml_tensor *> k, v; // [d_model, left] per layer: projected keys and values
+    // Keys and values are a sliding window over a longer buffer: a chunk writes its frames
+    // after the window and reads the window and them in place, and the window moves to the
+    // front only when the buffer is full, instead of every cache being copied every chunk.
+    std::vector<ggml_tensor *> k, v; // [d_model, left + slack] per layer: projected keys and values
     std::vector<ggml_tensor *> conv; // [d_model, kernel - 1] per layer: depthwise conv inputs
-    int n_valid = 0;                 // how many of the `left` cached frames hold real frames
+    int left = 0;                    // frames in the window
+    int end = 0;                     // the window is frames [end - left, end) of k and v
+    int n_valid = 0;                 // how many of the window's frames hold real frames
 
 private:
     ggml_context * ctx_ = nullptr;
