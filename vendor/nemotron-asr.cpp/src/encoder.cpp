@@ -1,6 +1,9 @@
 #include "encoder.h"
 
 #include "error.h"
+#include "q8_0_matmul.h"
+
+#include "ggml-cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -65,7 +68,8 @@ void encoder_cache::make_room(int n) {
 
 // ---- graph ------------------------------------------------------------------------------
 
-encoder::encoder(const model & m, ggml_backend_t backend) : m_(m), backend_(backend) {
+encoder::encoder(const model & m, ggml_backend_t backend)
+    : m_(m), backend_(backend), q8_0_kernel_(q8_0_matmul_available() && ggml_backend_is_cpu(backend)) {
     alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend));
     if (alloc_ == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "cannot create the graph allocator");
 }
@@ -128,8 +132,10 @@ static ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
     return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, kLayerNormEps), w), b);
 }
 
-static ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+ggml_tensor * encoder::linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const {
+    const bool own_q8_0 = q8_0_kernel_ && w->type == GGML_TYPE_Q8_0 && w->ne[0] % 64 == 0 && x->type == GGML_TYPE_F32 &&
+                          ggml_is_contiguous(x) && x->ne[2] == 1 && x->ne[3] == 1;
+    ggml_tensor * y = own_q8_0 ? q8_0_matmul(ctx, w, x) : ggml_mul_mat(ctx, w, x);
     return b != nullptr ? ggml_add(ctx, y, b) : y;
 }
 
@@ -335,7 +341,8 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
 
     allocate(ctx, gf);
     const size_t mel_bytes = size_t(n_frames) * size_t(hp.n_mels) * sizeof(float);
-    std::vector<float> host(size_t(n_kv) * size_t(n_q) * size_t(n_batch), 0.0f);
+    std::vector<float> & host = mask_;
+    host.assign(size_t(n_kv) * size_t(n_q) * size_t(n_batch), 0.0f);
     for (int b = 0; b < n_batch; ++b) {
         ggml_backend_tensor_set(mel_in, jobs[size_t(b)].mel, size_t(b) * mel_bytes, mel_bytes);
         // Cached frames that do not exist yet (a stream's first frames) are masked out.

@@ -7,9 +7,10 @@
 // same thing; running every utterance chunk by chunk keeps memory bounded by the chunk.
 //
 // Chunks of several streams with the same geometry run as one batch: the matrix products
-// read each weight once for all of them, which is what makes many streams cheap on a
-// memory-bound CPU. Each stream's caches are gathered into the batch and scattered back
-// inside the graph; every column is computed exactly as it would be alone.
+// read each weight once for all of them and work on many columns at a time. The attention
+// runs per stream against that stream's own caches, read in place; the small convolution
+// caches are gathered into the batch and scattered back. Every column is computed exactly as
+// it would be alone.
 #pragma once
 
 #include "model.h"
@@ -78,6 +79,7 @@ private:
         std::vector<ggml_tensor *> layers; // [d_model, n_kv + n_q - 1] per layer
     };
 
+    ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const;
     ggml_tensor * subsampling(ggml_context * ctx, ggml_tensor * mel, int drop);
     ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int il, ggml_tensor * x, ggml_tensor * pos,
                                   ggml_tensor * mask, const std::vector<encoder_job> & jobs);
@@ -87,8 +89,10 @@ private:
 
     const model & m_;
     ggml_backend_t backend_;
+    bool q8_0_kernel_; // q8_0 products run on our own kernel (x86 CPUs with AVX-512 VNNI)
     ggml_gallocr_t alloc_;
     std::vector<uint8_t> meta_; // memory for graph and tensor descriptions
+    std::vector<float> mask_;   // the attention mask's values, kept so chunks do not allocate
     std::map<int, projected_positions> projected_; // by n_q
 };
 
