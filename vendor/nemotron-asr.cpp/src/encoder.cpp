@@ -133,7 +133,7 @@ static ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
 }
 
 ggml_tensor * encoder::linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const {
-    const bool own_q8_0 = q8_0_kernel_ && w->type == GGML_TYPE_Q8_0 && w->ne[0] % 64 == 0 && x->type == GGML_TYPE_F32 &&
+    const bool own_q8_0 = q8_0_now_ && w->type == GGML_TYPE_Q8_0 && w->ne[0] % 64 == 0 && x->type == GGML_TYPE_F32 &&
                           ggml_is_contiguous(x) && x->ne[2] == 1 && x->ne[3] == 1;
     ggml_tensor * y = own_q8_0 ? q8_0_matmul(ctx, w, x) : ggml_mul_mat(ctx, w, x);
     return b != nullptr ? ggml_add(ctx, y, b) : y;
@@ -319,6 +319,10 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
     for (const encoder_job & job : jobs) job.cache->make_room(n_q);
 
     const projected_positions & projected = project_positions(n_kv, n_q);
+    // With one frame per stream the products are bound by reading the weights, where ggml's
+    // one-column kernel is the faster; choosing by the stream's frames, not the batch size,
+    // keeps a batched stream's results those of the stream alone.
+    q8_0_now_ = q8_0_kernel_ && n_q >= 2;
 
     const size_t n_nodes = size_t(64 + (96 + 40 * n_batch) * hp.n_layers);
     const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);

@@ -89,7 +89,8 @@ private:
 
     const model & m_;
     ggml_backend_t backend_;
-    bool q8_0_kernel_; // q8_0 products run on our own kernel (x86 CPUs with AVX-512 VNNI)
+    bool q8_0_kernel_;       // this CPU runs our own q8_0 kernel (x86 with AVX-512 VNNI)
+    bool q8_0_now_ = false;  // ... and the chunk being built uses it
     ggml_gallocr_t alloc_;
     std::vector<uint8_t> meta_; // memory for graph and tensor descriptions
     std::vector<float> mask_;   // the attention mask's values, kept so chunks do not allocate
