@@ -123,6 +123,10 @@ def test_bad_arguments(model: NemotronModel) -> None:
         model.stream(chunking="fast")
     with pytest.raises(ValueError, match="exceeds the left context"):
         model.stream(att_right_context=71)
+    with model.stream(att_right_context=70) as s:  # the longest chunks there are: 71 frames
+        s.feed(audio(12 * 16000, seed=5))
+        s.finalize()
+        assert s.n_frames > 2 * 71  # two whole chunks and the end
     with model.stream() as s:
         with pytest.raises(ValueError, match="NaN"):
             s.feed(np.array([np.inf], np.float32))

@@ -28,8 +28,9 @@ encoder_cache::encoder_cache(const model & m, ggml_backend_dev_t device) {
     ctx_ = ggml_init(ip);
     if (ctx_ == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "out of memory");
     left = std::max(hp.att_left_context, 1);
-    // Room for `left` more frames: the window moves once per left / chunk chunks.
-    const int capacity = 2 * left;
+    // Room for a chunk as long as the window (right contexts go up to the left one): the
+    // window moves once per (left + 1) / chunk chunks.
+    const int capacity = 2 * left + 1;
     for (int il = 0; il < hp.n_layers; ++il) {
         k.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, capacity));
         v.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, capacity));
