@@ -243,14 +243,6 @@ def stream_init(handle: Any, att_right_context: int, chunking: str, keep_encoder
     return _ffi.gc(out[0], _lib.nemotron_stream_free)
 
 
-def stream_feed(stream: Any, samples: "np.ndarray") -> None:
-    _check(_lib.nemotron_stream_feed(stream, _ffi.from_buffer("float[]", samples), len(samples)))
-
-
-def stream_finish(stream: Any) -> None:
-    _check(_lib.nemotron_stream_finish(stream))
-
-
 def stream_push(stream: Any, samples: "np.ndarray") -> None:
     _check(_lib.nemotron_stream_push(stream, _ffi.from_buffer("float[]", samples), len(samples)))
 
@@ -273,10 +265,6 @@ def stream_drop_tokens(stream: Any, n: int) -> None:
 
 def stream_right_context(stream: Any) -> int:
     return int(_lib.nemotron_stream_right_context(stream))
-
-
-def stream_n_tokens(stream: Any) -> int:
-    return int(_lib.nemotron_stream_n_tokens(stream))
 
 
 def stream_tokens(stream: Any, start: int = 0) -> Tuple["np.ndarray", "np.ndarray", "np.ndarray"]:

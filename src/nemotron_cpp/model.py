@@ -14,9 +14,8 @@ from . import _lib
 from .audio import AudioInput, iter_audio, to_mono_float
 from .info import HParams, TensorGroup, TensorInfo
 from .results import Segment, Transcript
-from .segmenter import Endpointing
+from .segmenter import Endpointing, transcript_of
 from .stream import PCM, Stream, StreamUpdate
-from .text import detokenize
 
 __all__ = ["NemotronModel"]
 
@@ -322,9 +321,7 @@ class NemotronModel:
         """
         stream, recognized = self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress)
         segments = tuple(recognized)
-        tokens = tuple(t for s in segments for t in s.tokens)
-        return Transcript(text=detokenize(self._vocabulary, [t.id for t in tokens]), segments=segments,
-                          tokens=tokens, words=tuple(w for s in segments for w in s.words), duration=stream.seconds)
+        return transcript_of(self._vocabulary, segments, stream.seconds)
 
     async def astream(
         self,

@@ -13,10 +13,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .results import Segment, Token, Word
+from .results import Segment, Token, Transcript, Word
 from .text import detokenize, piece_bytes, text_from_bytes
 
-__all__ = ["Endpointing", "Segmenter"]
+__all__ = ["Endpointing", "Segmenter", "transcript_of"]
 
 _WORD_START = "\u2581"
 
@@ -35,6 +35,14 @@ class Endpointing:
                 raise ValueError(f"endpointing {name} must be a number of seconds >= 0, not {value!r}")
         if self.silence <= 0:
             raise ValueError(f"endpointing silence must be > 0 seconds, not {self.silence!r}")
+
+
+def transcript_of(vocabulary: Sequence[str], segments: Sequence[Segment], duration: float) -> Transcript:
+    """A :class:`Transcript` of these utterances; its text decoded from every token at once, as NeMo's
+    tokenizer decodes it."""
+    tokens = tuple(t for s in segments for t in s.tokens)
+    return Transcript(text=detokenize(vocabulary, [t.id for t in tokens]), segments=tuple(segments), tokens=tokens,
+                      words=tuple(w for s in segments for w in s.words), duration=duration)
 
 
 class Segmenter:

@@ -10,7 +10,7 @@ import numpy as np
 from . import _lib
 from .audio import Resampler, check_sample_rate, pcm16_bytes, to_mono_float
 from .results import Segment, Token, Transcript, Word
-from .segmenter import Endpointing, Segmenter
+from .segmenter import Endpointing, Segmenter, transcript_of
 from .text import detokenize
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -200,9 +200,7 @@ class Stream:
         """Everything so far as a :class:`Transcript`; the utterance in progress is its last segment."""
         pending = self._segmenter.pending_segment()
         segments = self.segments + ((pending,) if pending is not None else ())
-        tokens = tuple(t for s in segments for t in s.tokens)
-        return Transcript(text=detokenize(self._model.vocabulary, [t.id for t in tokens]), segments=segments,
-                          tokens=tokens, words=tuple(w for s in segments for w in s.words), duration=self.seconds)
+        return transcript_of(self._model.vocabulary, segments, self.seconds)
 
     @property
     def tokens(self) -> np.ndarray:
