@@ -65,6 +65,30 @@ def test_batched_results_are_each_streams_own(fixtures_dir: Path, tiny_q4_0: Pat
         s.close()
 
 
+def test_kept_graph_follows_the_streams(fixtures_dir: Path) -> None:
+    """An encoder keeps its last chunk graph while the geometry and batch size stay the same and
+    points it at the caches of whichever streams come next: pairs drawn in turn from four streams,
+    each pair stepped together, must give every stream exactly its results alone."""
+    model = NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf", n_threads=1)
+    audio = clips()[:4]
+    expected = [alone(model, a, 560, "stream")[:2] for a in audio]
+    streams = [model.stream(560, keep_encoder_output=True, keep_trace=True, endpointing=Endpointing(silence=0.24))
+               for _ in audio]
+    offsets = [0] * len(streams)
+    pairs = [(0, 1), (2, 3), (1, 2), (3, 0), (0, 2), (1, 3)]
+    for turn in range(4 * max(map(len, audio)) // PIECE):
+        pair = pairs[turn % len(pairs)]
+        for k in pair:
+            streams[k].push(audio[k][offsets[k]:offsets[k] + PIECE])
+            offsets[k] += PIECE
+        model.step([streams[k] for k in pair])
+    model.step(streams, final=True)
+    for k, (s, (tokens, enc)) in enumerate(zip(streams, expected)):
+        assert s.tokens.tolist() == tokens, CLIPS[k]
+        np.testing.assert_array_equal(s.encoder_output, enc, err_msg=CLIPS[k])
+        s.close()
+
+
 def test_step_errors(fixtures_dir: Path) -> None:
     model = NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf", n_threads=1)
     other = NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf", n_threads=1)

@@ -80,12 +80,14 @@ encoder::~encoder() {
         ggml_backend_buffer_free(entry.second.buf);
         ggml_free(entry.second.ctx);
     }
+    if (graph_.ctx) ggml_free(graph_.ctx);
     ggml_gallocr_free(alloc_);
 }
 
 void encoder::allocate(ggml_context * ctx, ggml_cgraph * gf) {
     if (!ggml_gallocr_alloc_graph(alloc_, gf)) {
         ggml_free(ctx);
+        if (ctx == graph_.ctx) graph_ = chunk_graph();
         fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate an encoder graph");
     }
 }
@@ -108,10 +110,11 @@ const encoder::projected_positions & encoder::project_positions(int n_kv, int n_
         fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate the projected positions");
     }
 
+    // This graph takes the allocator's buffer: the kept chunk graph cannot run again.
+    graph_.n_batch = -1;
     const size_t n_nodes = size_t(8 + 4 * hp.n_layers);
-    const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);
-    if (meta_.size() < meta) meta_.resize(meta);
-    ggml_init_params ip = {meta_.size(), meta_.data(), true};
+    std::vector<uint8_t> meta(ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false));
+    ggml_init_params ip = {meta.size(), meta.data(), true};
     ggml_context * ctx = ggml_init(ip);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, n_nodes, false);
     ggml_tensor * pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.d_model, n_pos);
@@ -310,20 +313,13 @@ void encoder::positions(int n_kv, int n_q, std::vector<float> & out) const {
     }
 }
 
-int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop) {
+void encoder::build_chunk_graph(const std::vector<encoder_job> & jobs, int n_frames, int drop, int n_q) {
     const nemotron_hparams & hp = m_.hparams;
-    const int n_q = subsampled_length(hp, n_frames) - drop;
-    if (n_q <= 0 || jobs.empty()) return 0;
     const int n_batch = int(jobs.size());
-    const int left = jobs[0].cache->left;
-    const int n_kv = left + n_q;
-    for (const encoder_job & job : jobs) job.cache->make_room(n_q);
-
+    const int n_kv = jobs[0].cache->left + n_q;
     const projected_positions & projected = project_positions(n_kv, n_q);
-    // With one frame per stream the products are bound by reading the weights, where ggml's
-    // one-column kernel is the faster; choosing by the stream's frames, not the batch size,
-    // keeps a batched stream's results those of the stream alone.
-    q8_0_now_ = q8_0_kernel_ && n_q >= 2;
+    if (graph_.ctx) ggml_free(graph_.ctx);
+    graph_ = chunk_graph();
 
     const size_t n_nodes = size_t(64 + (96 + 40 * n_batch) * hp.n_layers);
     const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);
@@ -344,7 +340,78 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
     ggml_set_output(x);
     ggml_build_forward_expand(gf, x);
 
+    // Where the graph touches a stream's caches: views into them and nodes reading them.
+    std::map<const ggml_tensor *, chunk_graph::cache_ref> caches;
+    for (int b = 0; b < n_batch; ++b) {
+        const encoder_cache & cache = *jobs[size_t(b)].cache;
+        for (int il = 0; il < hp.n_layers; ++il) {
+            caches[cache.k[size_t(il)]] = {b, il, chunk_graph::key};
+            caches[cache.v[size_t(il)]] = {b, il, chunk_graph::value};
+            caches[cache.conv[size_t(il)]] = {b, il, chunk_graph::conv};
+        }
+    }
+    for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
+        ggml_tensor * node = ggml_graph_node(gf, i);
+        auto viewed = node->view_src ? caches.find(node->view_src) : caches.end();
+        if (viewed != caches.end()) {
+            const chunk_graph::cache_ref & ref = viewed->second;
+            const size_t base = ref.kind == chunk_graph::conv ? 0 : size_t(jobs[size_t(ref.slot)].cache->end) * node->view_src->nb[1];
+            graph_.views.push_back({node, ref, node->view_offs - base});
+        }
+        for (int j = 0; j < GGML_MAX_SRC; ++j) {
+            auto read = node->src[j] ? caches.find(node->src[j]) : caches.end();
+            if (read != caches.end()) graph_.srcs.push_back({node, j, read->second});
+        }
+    }
+
+    graph_.ctx = ctx;
+    graph_.gf = gf;
+    graph_.mel = mel_in;
+    graph_.mask = mask;
+    graph_.out = x;
     allocate(ctx, gf);
+    graph_.n_frames = n_frames;
+    graph_.drop = drop;
+    graph_.n_batch = n_batch;
+}
+
+void encoder::bind_caches(const std::vector<encoder_job> & jobs) {
+    auto tensor_of = [&](const chunk_graph::cache_ref & ref) {
+        const encoder_cache & cache = *jobs[size_t(ref.slot)].cache;
+        const std::vector<ggml_tensor *> & kind = ref.kind == chunk_graph::key ? cache.k : ref.kind == chunk_graph::value ? cache.v : cache.conv;
+        return kind[size_t(ref.layer)];
+    };
+    for (const chunk_graph::view_ref & view : graph_.views) {
+        ggml_tensor * cache = tensor_of(view.cache);
+        const size_t base = view.cache.kind == chunk_graph::conv ? 0 : size_t(jobs[size_t(view.cache.slot)].cache->end) * cache->nb[1];
+        view.t->view_src = cache;
+        view.t->view_offs = base + view.offset;
+        view.t->buffer = nullptr;
+        if (ggml_backend_view_init(view.t) != GGML_STATUS_SUCCESS) fail(NEMOTRON_ERR_BACKEND, "cannot bind a stream's caches");
+    }
+    for (const chunk_graph::src_ref & src : graph_.srcs) src.node->src[src.src] = tensor_of(src.cache);
+}
+
+int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop) {
+    const nemotron_hparams & hp = m_.hparams;
+    const int n_q = subsampled_length(hp, n_frames) - drop;
+    if (n_q <= 0 || jobs.empty()) return 0;
+    const int n_batch = int(jobs.size());
+    const int left = jobs[0].cache->left;
+    const int n_kv = left + n_q;
+    for (const encoder_job & job : jobs) job.cache->make_room(n_q);
+
+    // With one frame per stream the products are bound by reading the weights, where ggml's
+    // one-column kernel is the faster; choosing by the stream's frames, not the batch size,
+    // keeps a batched stream's results those of the stream alone.
+    q8_0_now_ = q8_0_kernel_ && n_q >= 2;
+    if (graph_.n_frames == n_frames && graph_.drop == drop && graph_.n_batch == n_batch) {
+        bind_caches(jobs);
+    } else {
+        build_chunk_graph(jobs, n_frames, drop, n_q);
+    }
+    ggml_tensor * mel_in = graph_.mel, * mask = graph_.mask, * x = graph_.out;
+
     const size_t mel_bytes = size_t(n_frames) * size_t(hp.n_mels) * sizeof(float);
     std::vector<float> & host = mask_;
     host.assign(size_t(n_kv) * size_t(n_q) * size_t(n_batch), 0.0f);
@@ -359,9 +426,8 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
     }
     ggml_backend_tensor_set(mask, host.data(), 0, ggml_nbytes(mask));
 
-    const ggml_status status = ggml_backend_graph_compute(backend_, gf);
+    const ggml_status status = ggml_backend_graph_compute(backend_, graph_.gf);
     if (status != GGML_STATUS_SUCCESS) {
-        ggml_free(ctx);
         fail(NEMOTRON_ERR_BACKEND, "the encoder graph failed (ggml status %d)", int(status));
     }
     const size_t frame_floats = size_t(n_q) * size_t(hp.d_model);
@@ -374,7 +440,6 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
         cache.n_valid = std::min(cache.n_valid + n_q, left);
         cache.end += n_q;
     }
-    ggml_free(ctx);
     return n_q;
 }
 

@@ -79,6 +79,33 @@ private:
         std::vector<ggml_tensor *> layers; // [d_model, n_kv + n_q - 1] per layer
     };
 
+    // The last chunk graph, kept while chunks keep their geometry and batch size (every chunk
+    // of a stream after its first): running it again only points the views of the caches at
+    // the current jobs' caches and windows, instead of building and planning the graph anew.
+    struct chunk_graph {
+        int n_frames = -1, drop = -1, n_batch = -1;
+        ggml_context * ctx = nullptr;
+        ggml_cgraph * gf = nullptr;
+        ggml_tensor * mel = nullptr, * mask = nullptr, * out = nullptr;
+        enum cache_kind { key, value, conv };
+        struct cache_ref {
+            int slot, layer;
+            cache_kind kind;
+        };
+        struct view_ref {
+            ggml_tensor * t;
+            cache_ref cache;
+            size_t offset; // from the window's end (keys, values) or the tensor's start (conv)
+        };
+        struct src_ref {
+            ggml_tensor * node;
+            int src;
+            cache_ref cache;
+        };
+        std::vector<view_ref> views;
+        std::vector<src_ref> srcs;
+    };
+
     ggml_tensor * linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const;
     ggml_tensor * subsampling(ggml_context * ctx, ggml_tensor * mel, int drop);
     ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int il, ggml_tensor * x, ggml_tensor * pos,
@@ -86,13 +113,16 @@ private:
     void positions(int n_kv, int n_q, std::vector<float> & out) const;
     const projected_positions & project_positions(int n_kv, int n_q);
     void allocate(ggml_context * ctx, ggml_cgraph * gf);
+    void build_chunk_graph(const std::vector<encoder_job> & jobs, int n_frames, int drop, int n_q);
+    void bind_caches(const std::vector<encoder_job> & jobs);
 
     const model & m_;
     ggml_backend_t backend_;
     bool q8_0_kernel_;       // this CPU runs our own q8_0 kernel (x86 with AVX-512 VNNI)
     bool q8_0_now_ = false;  // ... and the chunk being built uses it
     ggml_gallocr_t alloc_;
-    std::vector<uint8_t> meta_; // memory for graph and tensor descriptions
+    std::vector<uint8_t> meta_; // memory for the chunk graph's descriptions
+    chunk_graph graph_;
     std::vector<float> mask_;   // the attention mask's values, kept so chunks do not allocate
     std::map<int, projected_positions> projected_; // by n_q
 };
