@@ -43,6 +43,8 @@ def test_installed_library_has_no_build_paths() -> None:
     _check_engine_library(PACKAGE / "libnemotron-asr.so")
     assert (PACKAGE / "nemotron-asr.h").exists()
     assert (PACKAGE / "py.typed").exists()
+    # The demo model and its sample ship in the package (NemotronModel() with no path loads them).
+    assert (PACKAGE / "data" / "demo.q8_0.gguf").exists() and (PACKAGE / "data" / "demo-sample.flac").exists()
 
 
 def test_sdist_builds_and_installs(tmp_path: Path, fixtures_dir: Path) -> None:
@@ -53,7 +55,8 @@ def test_sdist_builds_and_installs(tmp_path: Path, fixtures_dir: Path) -> None:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for expected in ("pyproject.toml", "CMakeLists.txt", "LICENSE", "README.md", "src/nemotron_cpp/model.py",
                      "vendor/nemotron-asr.cpp/CMakeLists.txt", "vendor/nemotron-asr.cpp/include/nemotron-asr.h",
-                     "vendor/nemotron-asr.cpp/src/model_loader.cpp"):
+                     "vendor/nemotron-asr.cpp/src/model_loader.cpp", "src/nemotron_cpp/data/demo.q8_0.gguf",
+                     "src/nemotron_cpp/data/demo-sample.flac", "src/nemotron_cpp/data/demo-sample.txt"):
         assert expected in names, expected
     assert not any(n.startswith(".ci/") for n in names)
 
@@ -63,11 +66,12 @@ def test_sdist_builds_and_installs(tmp_path: Path, fixtures_dir: Path) -> None:
     assert install.returncode == 0, install.stderr[-3000:]
     check = subprocess.run(
         [str(venv / "bin" / "python"), "-c",
-         "import sys, nemotron_cpp; m = nemotron_cpp.NemotronModel(sys.argv[1]); print(m.layout, m.hparams.n_layers)",
+         "import sys, nemotron_cpp; m = nemotron_cpp.NemotronModel(sys.argv[1]); print(m.layout, m.hparams.n_layers); "
+         "print(nemotron_cpp.NemotronModel().weight_type)",
          str(fixtures_dir / "layout-b-tiny.q8_0.gguf")],
         capture_output=True, text=True, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
-    assert check.stdout.split() == ["asr", "2"]
+    assert check.stdout.split() == ["asr", "2", "q8_0"]
     (library,) = (venv / "lib").glob("python*/site-packages/nemotron_cpp/libnemotron-asr.so")
     _check_engine_library(library)
 

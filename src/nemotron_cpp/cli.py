@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__
 from .audio import decode_audio, iter_audio
 from .errors import NemotronError
+from .demo import DEMO_DOMAIN, demo_model_path, demo_sample
 from .formats import FORMATS, format_transcript
 from .gguf_layout import FILE_TYPES, LAYOUTS
 from .info import system_info
@@ -23,7 +24,7 @@ from .model import NemotronModel
 from .segmenter import Endpointing
 from .stream import StreamUpdate
 
-#: The model file used when --model is not given.
+#: The model file used when --model is not given (without either: the demo model).
 MODEL_ENV = "NEMOTRON_MODEL"
 
 
@@ -110,7 +111,9 @@ def _quantize(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace) -> NemotronModel:
     path = args.model or os.environ.get(MODEL_ENV)
     if not path:
-        raise ValueError(f"no model: pass --model FILE or set {MODEL_ENV}")
+        print(f"nemotron-cpp: no --model or ${MODEL_ENV}: using the demo model ({DEMO_DOMAIN.split(':')[0]} only)",
+              file=sys.stderr)
+        path = demo_model_path(log=False)
     return NemotronModel(path, backend=args.backend, n_threads=args.threads)
 
 
@@ -189,28 +192,44 @@ def _file_pieces(path: str, rate: int, seconds: float, pace: bool) -> Iterator[n
 
 
 def _stream(args: argparse.Namespace) -> int:
+    with _load(args) as model:
+        _live(model, args.file, args)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    audio, text = demo_sample()
+    path = args.model or os.environ.get(MODEL_ENV) or demo_model_path(log=False)
+    with NemotronModel(path, backend=args.backend, n_threads=args.threads) as model:
+        print(f"model: {Path(model.path).name} ({_format_bytes(model.file_size)}), trained on synthetic speech: "
+              f"{DEMO_DOMAIN}", file=sys.stderr)
+        print(f"audio: {audio.name}, a voice the model was not trained on, played in real time "
+              f"at {args.latency} ms latency", file=sys.stderr)
+        _live(model, str(audio), args)
+    print(f"expected: {' / '.join(text.splitlines())}", file=sys.stderr)
+    return 0
+
+
+def _live(model: NemotronModel, file: Optional[str], args: argparse.Namespace) -> None:
+    """Streams stdin PCM or a file (paced unless --no-pace) through the model, partials redrawn in place."""
     tty = sys.stdout.isatty()
     endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance)
-    with _load(args) as model:
-        rate = model.hparams.sample_rate
-        stream = model.stream(args.latency, sample_rate=args.rate if args.file is None else None,
-                              endpointing=endpointing)
-        seconds = (stream.att_right_context + 1) * model.frame_seconds
-        pieces = (_stdin_pieces(args.rate, seconds) if args.file is None
-                  else _file_pieces(args.file, rate, seconds, not args.no_pace))
+    stream = model.stream(args.latency, sample_rate=args.rate if file is None else None, endpointing=endpointing)
+    seconds = (stream.att_right_context + 1) * model.frame_seconds
+    pieces = (_stdin_pieces(args.rate, seconds) if file is None
+              else _file_pieces(file, model.hparams.sample_rate, seconds, not args.no_pace))
 
-        def show(update: StreamUpdate) -> None:
-            for segment in update.segments:
-                sys.stdout.write(f"\r\x1b[K{segment.text}\n" if tty else f"{segment.text}\n")
-            if tty:
-                sys.stdout.write(f"\r\x1b[K{update.partial}")
-            sys.stdout.flush()
+    def show(update: StreamUpdate) -> None:
+        for segment in update.segments:
+            sys.stdout.write(f"\r\x1b[K{segment.text}\n" if tty else f"{segment.text}\n")
+        if tty:
+            sys.stdout.write(f"\r\x1b[K{update.partial}")
+        sys.stdout.flush()
 
-        with stream:
-            for piece in pieces:
-                show(stream.feed(piece))
-            show(stream.finalize())
-    return 0
+    with stream:
+        for piece in pieces:
+            show(stream.feed(piece))
+        show(stream.finalize())
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -237,7 +256,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-m", "--model", help=f"the GGUF model file (default: ${MODEL_ENV})")
+    parser.add_argument("-m", "--model", help=f"the GGUF model file (default: ${MODEL_ENV}, else the demo model)")
     parser.add_argument("--backend", default="auto", help="auto, cpu, gpu or gpu:N (default: auto)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per physical core)")
 
@@ -299,6 +318,17 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--no-pace", action="store_true", help="feed FILE as fast as it is recognized")
     _add_endpoint_options(stream)
     stream.set_defaults(run=_stream)
+
+    demo = sub.add_parser(
+        "demo", help="stream the bundled sample through the demo model, with live partials",
+        description="Stream the recording that ships with the package through the built-in demo model (or "
+                    "--model), paced in real time, partials redrawn in place; then print the text it should give.")
+    _add_model_options(demo)
+    demo.add_argument("--latency", type=int, default=160, metavar="MS",
+                      help="chunk latency: 80, 160, 560 or 1120 ms (default: 160)")
+    demo.add_argument("--no-pace", action="store_true", help="feed the sample as fast as it is recognized")
+    _add_endpoint_options(demo)
+    demo.set_defaults(run=_demo, rate=16000)
 
     bench = sub.add_parser(
         "bench", help="measure speed and memory on this machine",

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _lib
 from .audio import AudioInput, iter_audio, to_mono_float
+from .demo import demo_model_path
 from .info import HParams, TensorGroup, TensorInfo
 from .results import Segment, Transcript
 from .segmenter import Endpointing, transcript_of
@@ -47,7 +48,9 @@ class NemotronModel:
     ----------
     path:
         A GGUF file: the nemotron-asr.cpp port's layout (``general.architecture = "nemo"``) or
-        NVIDIA's (``"asr"``), in f32, f16, q8_0, q4_0 or another ggml type.
+        NVIDIA's (``"asr"``), in f32, f16, q8_0, q4_0 or another ggml type. ``None`` loads the
+        small demo model that ships in the package (logged as a warning: it knows only a narrow
+        domain of voice commands, see ``nemotron_cpp.demo``).
     backend:
         ``"auto"`` (a GPU if the build has one and one is found, else the CPU), ``"cpu"``,
         ``"gpu"`` or ``"gpu:N"``.
@@ -80,7 +83,7 @@ class NemotronModel:
 
     def __init__(
         self,
-        path: PathLike,
+        path: Optional[PathLike] = None,
         *,
         backend: str = "auto",
         n_threads: Optional[int] = None,
@@ -88,7 +91,7 @@ class NemotronModel:
     ) -> None:
         self._handle: Any = None
         self._lock = threading.Lock()
-        self.path = os.fspath(path)
+        self.path = os.fspath(path if path is not None else demo_model_path())
         name, index = _parse_backend(backend)
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise ValueError(f"n_threads must be a positive integer or None, not {n_threads!r}")

@@ -1,0 +1,61 @@
+"""The demo model and sample recording that ship inside the package.
+
+The demo model is a small cache-aware FastConformer RNN-T of the same family as
+nemotron-speech-streaming-en-0.6b (the same encoder structure and all four latency modes, far
+fewer and narrower layers), trained by ``scripts/train_demo_model.py`` with NVIDIA NeMo on speech
+synthesized by espeak-ng, and converted to q8_0 by this package's converter. It knows only the
+narrow domain it was trained on (``DEMO_DOMAIN``, about 170 words): it is there so that the
+package works out of the box and so that tests can check recognition of real words end to end,
+not to transcribe general English.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+__all__ = ["DEMO_DOMAIN", "demo_model_path", "demo_sample", "word_error_rate"]
+
+_DATA = Path(__file__).parent / "data"
+
+#: What the demo model was trained to recognize.
+DEMO_DOMAIN = ("smart-home voice commands: timers, alarms and clock times, lights, fans and heaters by room, "
+               "temperatures, music and volume, doors and blinds, phone numbers read digit by digit, "
+               "a shopping list")
+
+_log = logging.getLogger("nemotron_cpp")
+
+
+def demo_model_path(log: bool = True) -> Path:
+    """The demo model's GGUF file; with ``log`` a warning says that this model is the demo one."""
+    path = _DATA / "demo.q8_0.gguf"
+    if not path.is_file():
+        raise FileNotFoundError(f"the demo model is not installed ({path} is missing); pass a model file")
+    if log:
+        _log.warning("no model file given: using the built-in demo model (%s), which knows only %s. "
+                     "Pass a GGUF file of nemotron-speech-streaming-en-0.6b for general English.",
+                     path.name, DEMO_DOMAIN.split(":")[0])
+    return path
+
+
+def word_error_rate(references: "list[str]", hypotheses: "list[str]") -> float:
+    """WER in percent: word-level edit distance summed over the pairs, over the reference words (the
+    scoring of the demo model's accuracy figures and tests; text compared as it is, split on spaces)."""
+    errors = words = 0
+    for ref, hyp in zip(references, hypotheses):
+        r, h = ref.split(), hyp.split()
+        row = list(range(len(h) + 1))
+        for i in range(1, len(r) + 1):
+            prev, row[0] = row[0], i
+            for j in range(1, len(h) + 1):
+                prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
+        errors, words = errors + row[len(h)], words + len(r)
+    return 100.0 * errors / words
+
+
+def demo_sample() -> "tuple[Path, str]":
+    """The bundled recording (spoken by a voice the demo model was not trained on) and its text."""
+    audio = _DATA / "demo-sample.flac"
+    if not audio.is_file():
+        raise FileNotFoundError(f"the demo sample is not installed ({audio} is missing)")
+    return audio, (_DATA / "demo-sample.txt").read_text(encoding="utf-8").strip()
