@@ -203,7 +203,8 @@ def _demo(args: argparse.Namespace) -> int:
     with NemotronModel(path, backend=args.backend, n_threads=args.threads) as model:
         print(f"model: {Path(model.path).name} ({_format_bytes(model.file_size)}), trained on synthetic speech: "
               f"{DEMO_DOMAIN}", file=sys.stderr)
-        print(f"audio: {audio.name}, a voice the model was not trained on, played in real time "
+        print(f"audio: {audio.name}, a voice the model was not trained on, "
+              f"{'fed as fast as it is recognized' if args.no_pace else 'played in real time'} "
               f"at {args.latency} ms latency", file=sys.stderr)
         _live(model, str(audio), args)
     print(f"expected: {' / '.join(text.splitlines())}", file=sys.stderr)
