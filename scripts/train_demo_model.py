@@ -490,15 +490,15 @@ def check_loss(seed: int) -> None:
 
 
 def build_model(args: argparse.Namespace, tok_dir: Path) -> Any:
-    sys.path.insert(0, str(SCRIPTS))
-    import make_reference
     from nemo.collections.asr.models import EncDecRNNTBPEModel
     from omegaconf import OmegaConf
 
-    size = make_reference.Size(n_layers=args.layers, d_model=args.d_model, n_heads=args.heads,
+    mr = make_reference()
+
+    size = mr.Size(n_layers=args.layers, d_model=args.d_model, n_heads=args.heads,
                                subsampling_channels=args.sub_channels, pred_hidden=args.pred_hidden,
                                joint_hidden=args.pred_hidden, vocab=args.vocab, tokens_per_frame=0.0)
-    cfg = make_reference.model_config(size, tok_dir)
+    cfg = mr.model_config(size, tok_dir)
     if [list(c) for c in cfg["encoder"]["att_context_size"]] != CONTEXTS:
         raise RuntimeError(f"unexpected att_context_size order {cfg['encoder']['att_context_size']}")
     enc = cfg["encoder"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,9 +104,9 @@ def test_demo_command_streams_the_sample() -> None:
     assert DEMO_DOMAIN.split(":")[0] in out.stderr
 
 
-def test_commands_fall_back_to_the_demo_model(tmp_path: Path) -> None:
+def test_commands_fall_back_to_the_demo_model() -> None:
     audio, text = demo_sample()
-    env = {k: v for k, v in __import__("os").environ.items() if k != "NEMOTRON_MODEL"}
+    env = {k: v for k, v in os.environ.items() if k != "NEMOTRON_MODEL"}
     out = subprocess.run([sys.executable, "-m", "nemotron_cpp", "transcribe", str(audio), "--threads", "1"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr

@@ -108,11 +108,12 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace) -> NemotronModel:
+def _load(args: argparse.Namespace, announce_demo: bool = True) -> NemotronModel:
     path = args.model or os.environ.get(MODEL_ENV)
     if not path:
-        print(f"nemotron-cpp: no --model or ${MODEL_ENV}: using the demo model ({DEMO_DOMAIN.split(':')[0]} only)",
-              file=sys.stderr)
+        if announce_demo:
+            print(f"nemotron-cpp: no --model or ${MODEL_ENV}: using the demo model ({DEMO_DOMAIN.split(':')[0]} only)",
+                  file=sys.stderr)
         path = demo_model_path(log=False)
     return NemotronModel(path, backend=args.backend, n_threads=args.threads)
 
@@ -199,8 +200,7 @@ def _stream(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     audio, text = demo_sample()
-    path = args.model or os.environ.get(MODEL_ENV) or demo_model_path(log=False)
-    with NemotronModel(path, backend=args.backend, n_threads=args.threads) as model:
+    with _load(args, announce_demo=False) as model:
         print(f"model: {Path(model.path).name} ({_format_bytes(model.file_size)}), trained on synthetic speech: "
               f"{DEMO_DOMAIN}", file=sys.stderr)
         print(f"audio: {audio.name}, a voice the model was not trained on, "
