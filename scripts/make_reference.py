@@ -9,10 +9,10 @@ Not part of the installed package. It runs in a NeMo environment (see ``scripts/
     apt-get install -y espeak-ng sox          # only to synthesise new audio
 
 The model is either a ``.nemo`` file (``--nemo PATH``) or built here with seeded random weights
-(``--size tiny|full --seed N``, the recipe of ``../shared/model-semantics.md`` section 1.1: a BPE
+(``--size tiny|full --seed N``: a BPE
 tokenizer trained on seeded pseudo-English, N(0, 1/fan_in) weights, LayerNorm near 1, blank embedding
 row 0, a joint made to emit a mix of blanks and varied tokens, and a blank bias found by binary search
-for a target median of tokens per encoder frame; see ``tune_joint`` for the two steps added to 1.1's
+for a target median of tokens per encoder frame; see ``tune_joint`` for the two steps added to that
 joint recipe). A built model is saved as ``OUT/model.nemo`` (+ ``model_meta.json``) and converted with
 this project's converter (``python -m nemotron_cpp convert ... --layout nemo --type f32``, run by
 ``--nemotron-python``; skipped with a message when no interpreter with ``nemotron_cpp`` is available).
@@ -38,8 +38,8 @@ array, the model and its config, NeMo and torch versions, per-case token counts,
 
 Examples:
 
-    # the committed tiny set (tests/reference/tiny), from the shared tiny model, reusing its audio
-    /tmp/nemo-venv/bin/python scripts/make_reference.py --nemo ../shared/fixtures/tiny-random.nemo \\
+    # the committed tiny set (tests/reference/tiny), from the committed tiny model, reusing its audio
+    /tmp/nemo-venv/bin/python scripts/make_reference.py --nemo tests/fixtures/tiny-random.nemo \\
         --preset tiny --out tests/reference/tiny --reuse-audio
 
     # full size (24 layers, d_model 1024) on demand, into a cache directory
@@ -221,7 +221,7 @@ def prepare_audio(clips: Sequence[Clip], out: Path, reuse: Dict[str, str]) -> Di
 
 
 # --------------------------------------------------------------------------------------------------
-# Building a random-weight model (model-semantics.md 1.1)
+# Building a random-weight model
 
 
 @dataclass(frozen=True)
@@ -293,7 +293,7 @@ def train_tokenizer(directory: Path, vocab_size: int, seed: int) -> None:
 
 
 def model_config(size: Size, tokenizer_dir: Path) -> Dict[str, Any]:
-    """The architecture of nemotron-speech-streaming-en-0.6b at the given size (model-semantics.md 1.1)."""
+    """The architecture of nemotron-speech-streaming-en-0.6b at the given size."""
     return {
         "sample_rate": SAMPLE_RATE,
         "compute_eval_loss": False,
@@ -441,7 +441,7 @@ class GreedyTracer:
 def tune_joint(model: Any, tuning_audio: Sequence[np.ndarray], target: float, seed: int) -> Dict[str, Any]:
     """Shapes the joint so that greedy decoding emits a mix of blanks and varied tokens on speech.
 
-    model-semantics.md 1.1's recipe (output weights x3, each row without its component along the mean
+    The base recipe (output weights x3, each row without its component along the mean
     ReLU hidden vector mu, blank row BLANK_ROW_NORM * mu/|mu|, blank bias binary-searched to a target
     median of tokens per frame) plus two steps without which, at full size, one context emits only
     blanks and another 10 tokens on every frame: a deep random encoder's output is dominated by a

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -12,14 +13,37 @@ import pytest
 from nemotron_cpp import NemotronModel, testing
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
+
+#: The tiny model as NeMo saved it and as the two real converters wrote it (fixtures/README.md).
+FIXTURE_SHA256 = {
+    "tiny-random.nemo": "ec98d833270d21661aa6ed9f697b6bc6b783caf230b2732ef014cb61cf43ad22",
+    "layout-a-tiny.f32.gguf": "ab2cb5ab71d823339c8dd8b12d6139c6012a75b726cfe15c8def2c748f224af8",
+    "layout-a-tiny.q8_0.gguf": "69ffd262ea584c57e0c5a90ac535ac9e80b6fad26636c5b61665b62e6a03c4ea",
+    "layout-b-tiny.q8_0.gguf": "13388beb704de9342bc365f5c0a4510ce9a9ae4cda69e7662bc87074a1e4c9bc",
+}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir() -> Path:
-    if not (FIXTURES / "layout-a-tiny.f32.gguf").exists():
-        pytest.fail(f"the shared fixtures are missing: expected them in {FIXTURES}")
-    return FIXTURES
+def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model's four files in one folder: the committed ones, and the port converter's f32 file
+    written again from the .nemo (that converter stores every tensor as it is) and checked by its sha256."""
+    from nemotron_cpp.nemo_checkpoint import read_nemo
+
+    folder = tmp_path_factory.mktemp("fixtures")
+    for name in FIXTURE_SHA256:
+        if (FIXTURES / name).exists():
+            (folder / name).symlink_to(FIXTURES / name)
+    checkpoint = read_nemo(folder / "tiny-random.nemo")
+    testing.write_model(folder / "layout-a-tiny.f32.gguf", state_dict=dict(checkpoint.state_dict),
+                        vocab=checkpoint.vocabulary, extended_metadata=False, name="tiny-random")
+    for name, digest in FIXTURE_SHA256.items():
+        assert _sha256(folder / name) == digest, f"{name} is not the file the converter wrote (fixtures/README.md)"
+    return folder
 
 
 @pytest.fixture(scope="session")

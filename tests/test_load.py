@@ -15,7 +15,7 @@ from nemotron_cpp import BackendError, HParams, NemotronModel, testing
 
 FIXTURE_FILES = ["layout-a-tiny.f32.gguf", "layout-a-tiny.q8_0.gguf", "layout-b-tiny.q8_0.gguf"]
 
-# The tiny fixture model (../shared/fixtures/README.md), as NeMo configured it.
+# The tiny fixture model (fixtures/README.md), as NeMo configured it.
 TINY_FIXTURE = dict(
     n_mels=128, d_model=128, n_heads=4, d_head=32, d_ff=512, n_layers=2, conv_kernel_size=9,
     subsampling_factor=8, subsampling_conv_channels=32, xscaling=False, use_bias=False,

@@ -1,5 +1,5 @@
 """Recognition against NVIDIA NeMo itself: the committed reference fixtures (tests/reference,
-made by scripts/make_reference.py with NeMo 2.7.3 from ../shared/fixtures/tiny-random.nemo).
+made by scripts/make_reference.py with NeMo 2.7.3 from tests/fixtures/tiny-random.nemo).
 
 Every clip, every right context, the full-utterance path and both of NeMo's streaming modes:
 encoder output within 1e-3 (f32), greedy token ids and text identical.
@@ -32,7 +32,7 @@ MANIFEST = MANIFESTS["tiny"]
 REFERENCE = REFERENCES["tiny"]
 CHUNKING = {"offline": "offline", "stream": "stream", "stream_pad": "stream_padded"}
 # float32 against float32 in another summation order: NeMo's streaming and offline encoders
-# agree with each other to ~1e-6 (model-semantics.md); the issue allows 1e-3.
+# agree with each other to ~1e-6 (tests/test_reference_fixtures.py checks 1e-4); the issue allows 1e-3.
 ENCODER_TOLERANCE = 1e-3
 # Probabilities from logits that carry the encoder's ~1e-5 error; measured on the tiny set: 1.3e-6.
 CONFIDENCE_TOLERANCE = 1e-5
@@ -48,7 +48,7 @@ def _model(ref: str, fixtures_dir: Path, out_dir: Path) -> NemotronModel:
     model = MANIFESTS[ref]["model"]
     if model.get("conversion"):  # the generator converted the model it built with our converter
         path = REFERENCES[ref] / model["conversion"]["output"]
-    else:  # a recorded .nemo: the committed set's is the shared tiny model, which CI has too
+    else:  # a recorded .nemo: the committed set's is the committed tiny model
         source = Path(model["source"])
         candidates = [fixtures_dir / source.name, REPO / source, REFERENCES[ref] / source]
         nemo = next((c for c in candidates if c.is_file()), candidates[0])

@@ -1,7 +1,8 @@
 """The committed NeMo reference fixtures (tests/reference/tiny) are complete and self-consistent.
 
-They were recorded by scripts/make_reference.py from ../shared/fixtures/tiny-random.nemo; these checks need
-neither NeMo nor torch. The frame-count formulas are those of ../shared/model-semantics.md (Part 1).
+They were recorded by scripts/make_reference.py from tests/fixtures/tiny-random.nemo; these checks need
+neither NeMo nor torch. The frame-count formulas are NeMo's (CacheAwareStreamingAudioBuffer and the
+causal dw_striding subsampling), restated in the engine's stream.h.
 """
 
 from __future__ import annotations
@@ -223,7 +224,7 @@ def test_text_is_the_detokenized_tokens(manifest: Dict, arrays: Dict) -> None:
 
 
 def test_default_streaming_equals_offline_except_the_last_frame(manifest: Dict, arrays: Dict) -> None:
-    # model-semantics.md: with right context >= 1, NeMo's default streaming reproduces the offline encoder
+    # With right context >= 1, NeMo's default streaming reproduces the offline encoder
     # output except the last frame (the zero pad column counts as input in streaming only); [70,0] differs
     # near the start through the zero pre-encode cache.
     for clip in manifest["clips"]:

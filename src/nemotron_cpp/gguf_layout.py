@@ -1,7 +1,7 @@
 """The two GGUF layouts of the model, and the one writer that produces both.
 
 A NeMo state dict (names and PyTorch shapes of ``EncDecRNNTBPEModel``) becomes a GGUF file in either
-layout (``../shared/gguf-formats.md``):
+layout:
 
 * ``"nemo"`` (layout A): what the C++ port's ``scripts/convert_to_gguf.py`` writes.
 * ``"asr"`` (layout B): what NVIDIA's NeMo-Speech.cpp converter (``conversion/asr.py``) writes.
