@@ -352,7 +352,8 @@ def child(argv: List[str], label: str) -> Dict[str, Any]:
 # The run
 
 
-def header(mode: str, audio_s: float, audio_name: str) -> str:
+def machine() -> str:
+    """The machine, the engine and ggml versions, the git commit and the date."""
     from nemotron_cpp import system_info
 
     info = system_info()
@@ -363,8 +364,11 @@ def header(mode: str, audio_s: float, audio_name: str) -> str:
 
     commit = (git("rev-parse", "--short", "HEAD") or "unknown") + ("-dirty" if git("status", "--porcelain") else "")
     return (f"Machine: {cpu}, {os.cpu_count()} logical CPUs; engine {info.version}, ggml {info.ggml_version}; "
-            f"commit {commit}; {time.strftime('%Y-%m-%d')}; {audio_s:.1f} s of {audio_name} in chunk-sized pieces, "
-            f"as fast as it runs; {MODES[mode]}")
+            f"commit {commit}; {time.strftime('%Y-%m-%d')}")
+
+
+def header(mode: str, audio_s: float, audio_name: str) -> str:
+    return f"{machine()}; {audio_s:.1f} s of {audio_name} in chunk-sized pieces, as fast as it runs; {MODES[mode]}"
 
 
 def row(engine: str, weights: str, latency: Optional[int], threads: int, streams: int,

@@ -42,6 +42,10 @@ Examples:
     /tmp/nemo-venv/bin/python scripts/make_reference.py --nemo tests/fixtures/tiny-random.nemo \\
         --preset tiny --out tests/reference/tiny --reuse-audio
 
+    # the same model with xscaling on (tests/reference/tiny-xscaling)
+    /tmp/nemo-venv/bin/python scripts/make_reference.py --nemo tests/fixtures/tiny-random.nemo \\
+        --set encoder.xscaling=true --preset tiny-xscaling --out tests/reference/tiny-xscaling --reuse-audio
+
     # full size (24 layers, d_model 1024) on demand, into a cache directory
     /tmp/nemo-venv/bin/python scripts/make_reference.py --size full --seed 0 --preset full \\
         --out ~/.cache/nemotron-cpp/reference/full --nemotron-python .venv/bin/python
@@ -134,6 +138,16 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "clips": [_SPEECH_A, _SPEECH_B, _SPEECH_NOISY, _NOISE, _SILENCE],
         "att_contexts": ALL_ATT_CONTEXTS,
         "modes": tuple(STREAM_MODES),
+    },
+    # The tiny model with encoder.xscaling=true (committed under tests/reference/tiny-xscaling): two
+    # clips, the outermost contexts, both modes. Its joint was tuned without the scaling, so it emits
+    # max_symbols tokens on every frame and no blank: these references check the encoder, where the
+    # scaling acts, and the joint's choice among the tokens; the unscaled set checks the blanks.
+    "tiny-xscaling": {
+        "clips": [_SPEECH_A, _NOISE],
+        "att_contexts": ((70, 0), (70, 13)),
+        "modes": tuple(STREAM_MODES),
+        "blanks_expected": False,
     },
     # Full size is slow on a CPU: fewer contexts by default, plus a long clip.
     "full": {
@@ -792,6 +806,15 @@ def parse_contexts(text: str) -> List[Tuple[int, int]]:
     return out
 
 
+def parse_override(text: str) -> Tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    import yaml
+
+    return key, yaml.safe_load(value)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -799,6 +822,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     src.add_argument("--nemo", type=Path, help="record this .nemo model")
     src.add_argument("--size", choices=sorted(SIZES), help="build a seeded random-weight model of this size")
     parser.add_argument("--seed", type=int, default=0, help="seed of the built model (default 0)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], type=parse_override, metavar="KEY=VALUE",
+                        help="change the model's config before recording, e.g. encoder.xscaling=true (a YAML value; "
+                             "repeatable; recorded in the manifest as config_overrides)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="clips, contexts and modes (default: the size, else tiny)")
     parser.add_argument("--clips", help="comma-separated subset of the preset's clips")
@@ -839,7 +865,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import nemo
     from nemo.collections.asr.models import EncDecRNNTBPEModel
 
-    threads = args.threads or (1 if preset is PRESETS["tiny"] else None)
+    threads = args.threads or (1 if preset in (PRESETS["tiny"], PRESETS["tiny-xscaling"]) else None)
     if threads:
         torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
@@ -866,7 +892,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t_convert = time.time()
 
     # The references come from the saved file, so they describe exactly what a converter reads.
-    model = EncDecRNNTBPEModel.restore_from(str(nemo_path), map_location="cpu")
+    overrides = dict(args.overrides)
+    config = None
+    if overrides:
+        from omegaconf import OmegaConf
+
+        config = EncDecRNNTBPEModel.restore_from(str(nemo_path), map_location="cpu", return_config=True)
+        for key, value in overrides.items():
+            OmegaConf.update(config, key, value)
+    model = EncDecRNNTBPEModel.restore_from(str(nemo_path), map_location="cpu", override_config_path=config)
     model.eval()
     model.preprocessor.featurizer.dither = 0.0
     model.preprocessor.featurizer.pad_to = 0
@@ -889,7 +923,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             counts = ", ".join(f"{k} {v['tokens']}/{v['enc_frames']}" for k, v in info["cases"].items())
             print(f"{clip.name}: {info['samples'] / SAMPLE_RATE:.2f} s audio, {entry['seconds']} s; tokens/frames: {counts}")
             if clip.kind == "speech":
-                silent = [k for k, v in info["cases"].items() if v["tokens"] == 0 or v["blank_steps"] == 0]
+                silent = [k for k, v in info["cases"].items()
+                          if v["tokens"] == 0 or (v["blank_steps"] == 0 and preset.get("blanks_expected", True))]
                 if silent:
                     raise SystemExit(f"{clip.name}: cases {silent} emit no tokens or no blanks; the model proves nothing")
     t_end = time.time()
@@ -917,7 +952,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         },
         "model": {**model_meta, "blank_id": recorder.blank, "vocab_size": len(vocabulary),
                   "max_symbols": recorder.tracer.max_symbols, "n_layers": cfg["encoder"]["n_layers"],
-                  "d_model": cfg["encoder"]["d_model"], "conversion": conversion},
+                  "d_model": cfg["encoder"]["d_model"], "conversion": conversion, "config_overrides": overrides},
         "vocabulary": vocabulary,
         "config": cfg,
         "streaming": geometry,

@@ -271,7 +271,7 @@ def test_unsupported_variants(model_factory: Callable[..., Path], key: str, valu
     ("nemo", {"nemo.kernel_size": (7, "UINT32")}, ("conv.depthwise_conv.weight' has shape ne [128, 9], expected ne [128, 7]",)),
     ("asr", {"asr.rnnt.pred_num_layers": (1, "UINT32")}, ("pred_num_layers is 1 but the file holds LSTM layer 1",)),
     ("asr", {"asr.preprocessor.features": (80, "UINT32")}, ("features = 80 but asr.encoder.feat_in = 128",)),
-    ("asr", {"asr.preprocessor.window_size": (0.05, "FLOAT32")}, ("window 800 samples, hop 160, n_fft 512",)),
+    ("asr", {"asr.preprocessor.window_size": (0.05, "FLOAT32")}, ("inconsistent hyperparameters: a preprocessor window of 800 samples, hop 160, n_fft 512",)),
     ("asr", {"asr.encoder.att_context_right": (list(range(9)), "ARRAY", "INT32")}, ("has 9 entries",)),
 ])
 def test_inconsistent_hyperparameters(model_factory: Callable[..., Path], layout: str, keys: dict,
@@ -281,7 +281,7 @@ def test_inconsistent_hyperparameters(model_factory: Callable[..., Path], layout
 
 def test_blank_not_last(model_factory: Callable[..., Path]) -> None:
     result = _case(model_factory, layout="asr", set_keys={"asr.rnnt.blank_id": (0, "UINT32")})
-    assert_rejected(result, "blank_id is 0", unsupported=True)
+    assert_rejected(result, "blank_id 0 (the engine expects the blank to be the last id, 128)", unsupported=True)
 
 
 def test_vocabulary_problems(model_factory: Callable[..., Path]) -> None:
@@ -302,3 +302,36 @@ def test_symmetric_subsampling_is_refused(model_factory: Callable[..., Path]) ->
     """An offline FastConformer's subsampling gives 16 frequency bins instead of 17."""
     result = _case(model_factory, tensor_overrides={"encoder.pre_encode.out.weight": np.zeros((128, 32 * 16), np.float32)})
     assert_rejected(result, "not causal", unsupported=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# every hyperparameter is honoured or refused
+
+
+def _prompt_tensors(num_prompts: int) -> Dict[str, np.ndarray]:
+    d = 128  # the tiny model's d_model
+    return {"prompt_kernel.0.weight": np.zeros((2 * d, d + num_prompts), np.float32),
+            "prompt_kernel.0.bias": np.zeros(2 * d, np.float32),
+            "prompt_kernel.2.weight": np.zeros((d, 2 * d), np.float32),
+            "prompt_kernel.2.bias": np.zeros(d, np.float32)}
+
+
+PROMPTED = "language prompts (num_prompts 128): multilingual models (Nemotron 3.5) are not supported yet"
+
+
+@pytest.mark.parametrize("layout,keys", [
+    ("nemo", {"nemo.num_prompts": (128, "UINT32"), "nemo.prompt_langs": (["auto", "en-US"], "ARRAY", "STRING"),
+              "nemo.prompt_ids": ([101, 0], "ARRAY", "INT32")}),
+    ("asr", {"asr.rnnt.num_prompts": (128, "UINT32"),
+             "asr.rnnt.prompt_dictionary": (["auto:101", "en-US:0"], "ARRAY", "STRING")}),
+    ("nemo", {}),  # the prompt tensors alone say it
+])
+def test_language_prompt_models_are_refused(model_factory: Callable[..., Path], layout: str, keys: dict) -> None:
+    result = _case(model_factory, layout=layout, set_keys=keys, tensor_overrides=_prompt_tensors(128))
+    assert_rejected(result, PROMPTED, unsupported=True)
+
+
+@pytest.mark.parametrize("layout,key", [("nemo", "nemo.preprocessor.normalize"), ("asr", "asr.preprocessor.normalize")])
+def test_feature_normalisation_is_refused_at_load(model_factory: Callable[..., Path], layout: str, key: str) -> None:
+    result = _case(model_factory, layout=layout, set_keys={key: ("per_feature", "STRING")})
+    assert_rejected(result, "feature normalisation 'per_feature' (streaming models use none)", unsupported=True)

@@ -1,27 +1,16 @@
-"""The installed package, the sdist, and the engine built on its own without Python."""
+"""The installed package and the sdist (the engine built on its own: test_engine_c.py)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
-import pytest
-
 import nemotron_cpp
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = Path(nemotron_cpp.__file__).resolve().parent
-BIN = Path(sys.executable).parent
-
-
-def _tool(name: str) -> str:
-    path = BIN / name if (BIN / name).exists() else shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is needed for this test (it is in the test extra)")
-    return str(path)
 
 
 def _dynamic_section(library: Path) -> str:
@@ -74,29 +63,3 @@ def test_sdist_builds_and_installs(tmp_path: Path, fixtures_dir: Path) -> None:
     assert check.stdout.split() == ["asr", "2", "q8_0"]
     (library,) = (venv / "lib").glob("python*/site-packages/nemotron_cpp/libnemotron-asr.so")
     _check_engine_library(library)
-
-
-def test_engine_builds_and_runs_without_python(tmp_path: Path, fixtures_dir: Path) -> None:
-    """vendor/nemotron-asr.cpp is a standalone CMake project with a C command-line tool."""
-    site = PACKAGE.parent
-    build = tmp_path / "build"
-    subprocess.run([_tool("cmake"), "-S", str(REPO / "vendor" / "nemotron-asr.cpp"), "-B", str(build), "-G", "Ninja",
-                    f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}", f"-Dggml_DIR={site / 'lib' / 'cmake' / 'ggml'}"],
-                   check=True, capture_output=True, text=True)
-    subprocess.run([_tool("cmake"), "--build", str(build)], check=True, capture_output=True, text=True)
-    tool = build / "nemotron-info"
-
-    out = subprocess.run([str(tool), str(fixtures_dir / "layout-a-tiny.q8_0.gguf")], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "layout        nemo (nemotron-asr.cpp)" in out.stdout
-    assert "weight type   q8_0" in out.stdout
-    assert "encoder       2 layers, d_model 128, 4 heads x 32" in out.stdout
-
-    bad = tmp_path / "bad.gguf"
-    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 16)
-    out = subprocess.run([str(tool), str(bad)], capture_output=True, text=True)
-    assert out.returncode == 1
-    assert "error 4:" in out.stderr and "claims" in out.stderr
-
-    out = subprocess.run([str(tool), "--system"], capture_output=True, text=True, check=True)
-    assert "ggml 0.15.3" in out.stdout and "backends: CPU" in out.stdout

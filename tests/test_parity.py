@@ -1,5 +1,6 @@
 """Recognition against NVIDIA NeMo itself: the committed reference fixtures (tests/reference,
-made by scripts/make_reference.py with NeMo 2.7.3 from tests/fixtures/tiny-random.nemo).
+made by scripts/make_reference.py with NeMo 2.7.3 from tests/fixtures/tiny-random.nemo, as it is
+and with encoder.xscaling=true).
 
 Every clip, every right context, the full-utterance path and both of NeMo's streaming modes:
 encoder output within 1e-3 (f32), greedy token ids and text identical.
@@ -11,18 +12,20 @@ import functools
 import json
 import os
 from pathlib import Path
+import tarfile
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
 import soundfile
+import yaml
 
 from conftest import edit_distance, replay_decisions
 from nemotron_cpp import NemotronModel
 from nemotron_cpp.convert import convert_nemo
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCES = {"tiny": REPO / "tests" / "reference" / "tiny"}
+REFERENCES = {name: REPO / "tests" / "reference" / name for name in ("tiny", "tiny-xscaling")}
 # Full-size references (24 layers, d_model 1024) are made on demand, see scripts/README.md.
 FULL = Path(os.environ.get("NEMOTRON_FULL_REFERENCE", Path.home() / ".cache" / "nemotron-cpp" / "reference" / "full"))
 if (FULL / "manifest.json").exists():
@@ -48,13 +51,35 @@ def _model(ref: str, fixtures_dir: Path, out_dir: Path) -> NemotronModel:
     model = MANIFESTS[ref]["model"]
     if model.get("conversion"):  # the generator converted the model it built with our converter
         path = REFERENCES[ref] / model["conversion"]["output"]
-    else:  # a recorded .nemo: the committed set's is the committed tiny model
+    else:  # a recorded .nemo (the committed sets': the committed tiny model), with the recorded config changes
         source = Path(model["source"])
         candidates = [fixtures_dir / source.name, REPO / source, REFERENCES[ref] / source]
         nemo = next((c for c in candidates if c.is_file()), candidates[0])
+        if model.get("config_overrides"):
+            nemo = _with_config(nemo, model["config_overrides"], out_dir / f"{ref}-nemo")
         path = convert_nemo(nemo, out_dir / f"{ref}.f32.gguf", force=True)
     # One thread for the tiny model: its graphs are too small to share; results do not depend on it.
-    return NemotronModel(path, n_threads=1 if ref == "tiny" else None)
+    return NemotronModel(path, n_threads=1 if ref.startswith("tiny") else None)
+
+
+def _with_config(nemo: Path, overrides: Dict[str, Any], folder: Path) -> Path:
+    """The .nemo extracted into `folder` with dotted config keys changed, as make_reference.py's --set
+    changed them before NeMo recorded the references."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(nemo) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                (folder / Path(member.name).name).write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+    config_path = folder / "model_config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    for key, value in overrides.items():
+        *parents, last = key.split(".")
+        section = config
+        for part in parents:
+            section = section[part]
+        section[last] = value
+    config_path.write_text(yaml.safe_dump(config))
+    return folder
 
 
 @functools.lru_cache(maxsize=None)

@@ -235,3 +235,21 @@ def test_default_streaming_equals_offline_except_the_last_frame(manifest: Dict, 
             offline, stream = a[f"offline_{left}_{right}__enc"], a[f"stream_{left}_{right}__enc"]
             n = min(offline.shape[0], stream.shape[0]) - 1
             np.testing.assert_allclose(stream[:n], offline[:n], atol=1e-4, err_msg=f"{clip['name']} {right}")
+
+
+def test_xscaling_set_is_the_tiny_model_scaled(manifest: Dict, arrays: Dict) -> None:
+    """tests/reference/tiny-xscaling: the same model and audio with encoder.xscaling=true, which NeMo
+    applied (its encoder outputs differ from the unscaled ones)."""
+    folder = REFERENCE.parent / "tiny-xscaling"
+    scaled = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert scaled["model"]["sha256"] == manifest["model"]["sha256"]
+    assert scaled["model"]["config_overrides"] == {"encoder.xscaling": True}
+    assert scaled["config"]["encoder"]["xscaling"] is True and manifest["config"]["encoder"]["xscaling"] is False
+    listed = {c["wav"] for c in scaled["clips"]} | {c["npz"] for c in scaled["clips"]} | {"manifest.json"}
+    assert {p.name for p in folder.iterdir()} == listed
+    for clip in scaled["clips"]:
+        assert hashlib.sha256((folder / clip["wav"]).read_bytes()).hexdigest() == clip["sha256"]
+        with np.load(folder / clip["npz"]) as npz:
+            for case in clip["cases"]:
+                enc, plain = npz[f"{case}__enc"], arrays[clip["name"]][f"{case}__enc"]
+                assert enc.shape == plain.shape and np.abs(enc - plain).max() > 0.1, case

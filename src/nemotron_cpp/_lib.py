@@ -7,6 +7,7 @@ that the binding cannot drift from the C API it calls.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import sys
@@ -52,6 +53,28 @@ _DEVICE_TYPES = {
     _lib.NEMOTRON_DEVICE_IGPU: "igpu",
     _lib.NEMOTRON_DEVICE_ACCEL: "accel",
 }
+
+
+# The engine's messages, and ggml's during its calls, go to Python logging: libraries speak through
+# it, and applications choose what they see (a WARNING and above reach stderr when nothing is set up).
+_log = logging.getLogger("nemotron_cpp")
+_LOG_LEVELS = {
+    _lib.NEMOTRON_LOG_DEBUG: logging.DEBUG,
+    _lib.NEMOTRON_LOG_INFO: logging.INFO,
+    _lib.NEMOTRON_LOG_WARN: logging.WARNING,
+    _lib.NEMOTRON_LOG_ERROR: logging.ERROR,
+}
+
+
+def _log_line(level: int, text: Any, _user_data: Any) -> None:
+    python_level = _LOG_LEVELS.get(level, logging.INFO)
+    if _log.isEnabledFor(python_level):
+        _log.log(python_level, "%s", _ffi.string(text).decode("utf-8", errors="replace"))
+
+
+# Kept in a module global: the engine holds the pointer for the life of the process.
+_log_callback = _ffi.callback("void(nemotron_log_level, const char *, void *)", _log_line, onerror=lambda *_: None)
+_lib.nemotron_log_set(_log_callback, _ffi.NULL)
 
 
 def _string(p: Any) -> str:
@@ -129,6 +152,31 @@ def load(path: str, backend: str, gpu_device: int, n_threads: int, use_mmap: boo
 def free(handle: Any) -> None:
     """Frees a handle from load() now rather than at garbage collection."""
     _ffi.release(handle)
+
+
+def check_hparams(fields: Dict[str, Any]) -> None:
+    """Raises UnsupportedModelError or ModelFileError when the engine cannot run a model with these
+    hyperparameters (``nemotron_check_hparams``: the table the loader applies); names as in hparams()."""
+    hp = _sized("struct nemotron_hparams")
+    for name, value in fields.items():
+        if name == "att_right_contexts":
+            hp.n_att_right_contexts = len(value)
+            for i, right in enumerate(value[: _lib.NEMOTRON_MAX_RIGHT_CONTEXTS]):
+                hp.att_right_contexts[i] = right
+        elif name == "normalize":
+            hp.normalize = next(k for k, v in _NORMALIZE.items() if v == value)
+        else:
+            setattr(hp, name, value)
+    _check(_lib.nemotron_check_hparams(hp))
+
+
+def detokenize(handle: Any, ids: Sequence[int]) -> bytes:
+    """The text of token ids as the engine decodes it (``nemotron_detokenize``), as UTF-8 bytes."""
+    array = _ffi.new("int32_t[]", list(ids))
+    n = _lib.nemotron_detokenize(handle, array, len(ids), _ffi.NULL, 0)
+    out = _ffi.new("char[]", n + 1)
+    _lib.nemotron_detokenize(handle, array, len(ids), out, n + 1)
+    return bytes(_ffi.buffer(out, n))
 
 
 def hparams(handle: Any) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 
-from . import __version__
+from . import __version__, _lib
 from .errors import ModelFileError, UnsupportedModelError
 from .gguf_layout import (
     FILE_TYPES,
@@ -155,9 +155,6 @@ def model_config(config: Mapping[str, Any]) -> Tuple[ModelSize, Preprocessor]:
     if enc:
         require(features == feat_in, f"preprocessor.features {features} differs from encoder.feat_in {feat_in}")
 
-    if problems:
-        raise UnsupportedModelError("the model cannot run on this engine: " + "; ".join(problems))
-
     # --- values
     try:
         d_model = int(enc["d_model"])
@@ -208,15 +205,50 @@ def model_config(config: Mapping[str, Any]) -> Tuple[ModelSize, Preprocessor]:
             mag_power=float(pre.get("mag_power", 2.0)),
             dither=float(pre.get("dither", 1e-5)),
         )
-    except KeyError as exc:
-        raise ModelFileError(f"the model config lacks {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
+        if problems:  # an unsupported structure explains missing or odd values
+            raise UnsupportedModelError("the model cannot run on this engine: " + "; ".join(problems)) from None
+        if isinstance(exc, KeyError):
+            raise ModelFileError(f"the model config lacks {exc.args[0]!r}") from None
         raise ModelFileError(f"the model config has an invalid value: {exc}") from None
+    # The engine's own table of what it runs (the loader applies it to every file) has the last word.
+    # A language-prompt model (NeMo's ...WithPrompt classes) has a prompt dictionary; its num_prompts
+    # is copied to the top of the config, default 128.
+    defaults = _section(config, "model_defaults")
+    prompted = "prompt_dictionary" in defaults or "num_prompts" in config or "num_prompts" in defaults
+    num_prompts = int(config.get("num_prompts") or defaults.get("num_prompts") or 128) if prompted else 0
+    try:
+        _lib.check_hparams(_engine_hparams(size, preprocessor, num_prompts))
+    except UnsupportedModelError as exc:
+        problems.append(str(exc).split(": ", 1)[-1])
+    except ModelFileError:
+        if not problems:
+            raise
+    if problems:
+        raise UnsupportedModelError("the model cannot run on this engine: " + "; ".join(problems))
     if dec and int(dec.get("vocab_size", num_classes)) != num_classes:
         raise ModelFileError(f"decoder.vocab_size {dec.get('vocab_size')} differs from joint.num_classes {num_classes}")
     if not 1 <= size.max_symbols <= 1000:
         raise ModelFileError(f"decoding.greedy.max_symbols {size.max_symbols} is outside 1..1000")
     return size, preprocessor
+
+
+def _engine_hparams(size: ModelSize, pre: Preprocessor, num_prompts: int) -> Dict[str, Any]:
+    """The engine's hyperparameters (``struct nemotron_hparams``) of a model with these settings."""
+    return {
+        "n_mels": size.n_mels, "d_model": size.d_model, "n_heads": size.n_heads, "d_head": size.d_head,
+        "d_ff": size.d_ff, "n_layers": size.n_layers, "conv_kernel_size": size.conv_kernel,
+        "subsampling_factor": size.subsampling_factor, "subsampling_conv_channels": size.subsampling_channels,
+        "pos_emb_max_len": size.pos_emb_max_len, "xscaling": size.xscaling, "use_bias": size.use_bias,
+        "att_left_context": size.att_left, "att_right_contexts": size.att_right,
+        "vocab_size": size.vocab + 1, "blank_id": size.vocab, "pred_embed_dim": size.pred_hidden,
+        "pred_hidden": size.pred_hidden, "pred_num_layers": size.pred_layers, "joint_dim": size.joint_dim,
+        "max_symbols_per_step": size.max_symbols, "num_prompts": num_prompts,
+        "sample_rate": pre.sample_rate, "n_fft": pre.n_fft, "win_length": pre.win_length,
+        "hop_length": int(round(pre.window_stride * pre.sample_rate)), "preemph": pre.preemph,
+        "log_zero_guard": pre.log_zero_guard_value, "mag_power": pre.mag_power, "dither": pre.dither,
+        "normalize": {"NA": "none"}.get(pre.normalize, pre.normalize),
+    }
 
 
 def _att_contexts(value: Any, problems: List[str]) -> Tuple[List[int], List[int]]:

@@ -105,7 +105,11 @@ class NemotronModel:
     # ---- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Frees the engine's memory and unmaps the file. Closing twice is harmless."""
+        """Frees the engine's memory and unmaps the file. Closing twice is harmless.
+
+        The model's streams stop working (their methods raise ``ValueError``); the engine keeps
+        the memory they read until the last of them is closed or collected, so no stream ever
+        reads freed memory."""
         with self._lock:
             if self._handle is not None:
                 _lib.free(self._handle)

@@ -98,12 +98,14 @@ class Stream:
         model's 16 kHz); one stream takes one rate. Bytes are 16-bit little-endian mono PCM.
         """
         self.push(pcm, sample_rate)
-        _lib.streams_run(self._model._live(), [self._live()])
+        handle = self._live()  # the stream's message first: its model was closed
+        _lib.streams_run(self._model._live(), [handle])
         return self._update(final=False)
 
     def push(self, pcm: PCM, sample_rate: Optional[int] = None) -> None:
         """Adds a piece of audio like :meth:`feed` but computes nothing: :meth:`NemotronModel.step`
         then runs many streams together."""
+        self._live()
         if self._finished:
             raise ValueError("the stream was finalized; call reset() to start a new one")
         if sample_rate is not None and check_sample_rate(sample_rate) != self.sample_rate:
@@ -120,7 +122,8 @@ class Stream:
         """Ends the audio: runs what remains, as NeMo does at the end of a stream, and ends the
         last utterance. ``reset()`` then readies the stream for new audio."""
         self._end()
-        _lib.streams_run(self._model._live(), [self._live()])
+        handle = self._live()  # the stream's message first: its model was closed
+        _lib.streams_run(self._model._live(), [handle])
         return self._update(final=True)
 
     def _end(self) -> None:
@@ -163,10 +166,12 @@ class Stream:
     def _live(self) -> Any:
         if self._handle is None:
             raise ValueError("the stream is closed")
+        if self._model.closed:
+            raise ValueError("the stream's model was closed: a stream cannot be used after model.close()")
         return self._handle
 
     def _update(self, final: bool) -> StreamUpdate:
-        ids, frames, probs = _lib.stream_tokens(self._handle, self._n_reported)
+        ids, frames, probs = _lib.stream_tokens(self._live(), self._n_reported)
         self._n_reported += len(ids)
         # Until the end, a frame may be computed before all of its 80 ms have arrived (the subsampling
         # is causal), so times are clipped to the audio only once its length is known.

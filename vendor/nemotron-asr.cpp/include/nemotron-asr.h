@@ -3,6 +3,24 @@
  * (NVIDIA nemotron-speech-streaming and its family), reading GGUF files of either
  * published layout.
  *
+ * Usage (tools/nemotron-transcribe.c is a whole program):
+ *
+ *     struct nemotron_context * ctx;
+ *     if (nemotron_init_from_file("model.gguf", NULL, &ctx) != NEMOTRON_OK) {
+ *         fprintf(stderr, "%s\n", nemotron_last_error());
+ *         return 1;
+ *     }
+ *     struct nemotron_stream * stream;
+ *     nemotron_stream_init(ctx, NULL, &stream);            // NULL: the default parameters
+ *     nemotron_stream_feed(stream, samples, n_samples);     // 16 kHz mono float, any piece size
+ *     nemotron_stream_finish(stream);                        // the end of the audio
+ *     char text[4096];
+ *     nemotron_detokenize(ctx, nemotron_stream_tokens(stream), nemotron_stream_n_tokens(stream),
+ *                         text, sizeof text);
+ *     printf("%s\n", text);
+ *     nemotron_stream_free(stream);
+ *     nemotron_free(ctx);
+ *
  * Conventions (after whisper.h):
  *   - opaque handles, created by nemotron_init_* and released by nemotron_free;
  *   - every fallible call returns an nemotron_status; on failure a readable message is
@@ -10,6 +28,14 @@
  *   - parameter and info structs start with `struct_size` and only ever grow at the end,
  *     so a caller built against an older header keeps working;
  *   - nothing throws, aborts or exits across this boundary on bad input.
+ *
+ * Lifetimes: a stream keeps its context alive. nemotron_free may come before the context's
+ * streams are freed: the model's memory is released with the last of them, and until then
+ * every call that would compute on such a stream fails with NEMOTRON_ERR_INVALID_ARG (its
+ * results so far stay readable). Free each handle exactly once.
+ *
+ * Threads: one context may serve streams on many threads at once; one stream is used by
+ * one thread at a time.
  */
 #ifndef NEMOTRON_ASR_H
 #define NEMOTRON_ASR_H
@@ -103,25 +129,48 @@ NEMOTRON_API const char * nemotron_cpu_features(void);
 /* One line saying what was built and what was found (versions, backends, devices, CPU). */
 NEMOTRON_API const char * nemotron_print_system_info(void);
 
+/* ---- logging ------------------------------------------------------------------------ */
+
+typedef enum nemotron_log_level {
+    NEMOTRON_LOG_DEBUG = 1,
+    NEMOTRON_LOG_INFO  = 2,
+    NEMOTRON_LOG_WARN  = 3,
+    NEMOTRON_LOG_ERROR = 4,
+} nemotron_log_level;
+
+/* Receives one line at a time, without its newline. */
+typedef void (*nemotron_log_callback)(nemotron_log_level level, const char * text, void * user_data);
+
+/* Where the engine's messages go, and ggml's messages made during an engine call on the same
+ * thread (its matrix repacking, backend errors). NULL restores the default: warnings and errors
+ * to stderr, the rest dropped. ggml's own process-wide logger is left to its other users: the
+ * engine's messages never reach it, and their messages never reach this callback. The callback
+ * may be called from any thread that calls the engine, and must not call the engine. */
+NEMOTRON_API void nemotron_log_set(nemotron_log_callback callback, void * user_data);
+
 /* ---- loading ------------------------------------------------------------------------ */
 
 struct nemotron_context_params {
     size_t           struct_size;
     nemotron_backend backend;
     int              gpu_device; /* with NEMOTRON_BACKEND_GPU: index among GPU devices */
-    int              n_threads;  /* 0: the number of physical cores                     */
+    int              n_threads;  /* 0: the physical cores this process may use: its CPU affinity
+                                    and its cgroup's CPU quota (containers) both count        */
     bool             use_mmap;   /* map the file and use the weights in place where the device allows */
 };
 
 NEMOTRON_API struct nemotron_context_params nemotron_context_default_params(void);
 
 /* Loads a GGUF model of either layout. On success *out holds a context to free with
- * nemotron_free; on failure *out is NULL and nemotron_last_error() says why. */
+ * nemotron_free; on failure *out is NULL and nemotron_last_error() says why: a valid file of a
+ * model the engine cannot run gives NEMOTRON_ERR_UNSUPPORTED naming the feature (the checks of
+ * nemotron_check_hparams, and a few that only the file can show). */
 NEMOTRON_API nemotron_status nemotron_init_from_file(
         const char * path,
         const struct nemotron_context_params * params,
         struct nemotron_context ** out);
 
+/* Releases the caller's handle; the memory goes now, or with the context's last stream. */
 NEMOTRON_API void nemotron_free(struct nemotron_context * ctx);
 
 /* ---- model information -------------------------------------------------------------- */
@@ -139,8 +188,8 @@ struct nemotron_hparams {
     int32_t conv_kernel_size;
     int32_t subsampling_factor;
     int32_t subsampling_conv_channels;
-    int32_t pos_emb_max_len;
-    bool    xscaling;
+    int32_t pos_emb_max_len; /* NeMo's position table size; the engine computes positions as needed */
+    bool    xscaling;                                        /* the subsampled input scaled by sqrt(d_model) */
     bool    use_bias;
     int32_t att_left_context;
     int32_t n_att_right_contexts;                           /* the first is the default */
@@ -154,7 +203,7 @@ struct nemotron_hparams {
     int32_t pred_num_layers;
     int32_t joint_dim;
     int32_t max_symbols_per_step;
-    int32_t num_prompts;
+    int32_t num_prompts; /* language prompts of multilingual models: not supported yet, must be 0 */
 
     /* log-mel frontend */
     int32_t            sample_rate;
@@ -164,11 +213,17 @@ struct nemotron_hparams {
     float              preemph;
     float              log_zero_guard;
     float              mag_power;
-    float              dither;
+    float              dither; /* a training-time augmentation: NeMo applies none at inference, nor does the engine */
     nemotron_normalize normalize;
 };
 
 NEMOTRON_API nemotron_status nemotron_get_hparams(const struct nemotron_context * ctx, struct nemotron_hparams * out);
+
+/* Whether the engine runs a model with these hyperparameters: NEMOTRON_OK, or
+ * NEMOTRON_ERR_UNSUPPORTED (a feature the engine does not run, such as language prompts) or
+ * NEMOTRON_ERR_INVALID_MODEL (values that contradict each other), with a message naming every
+ * problem. The loader refuses files by the same table; converters ask before they write one. */
+NEMOTRON_API nemotron_status nemotron_check_hparams(const struct nemotron_hparams * hp);
 
 NEMOTRON_API nemotron_layout nemotron_model_layout(const struct nemotron_context * ctx);
 NEMOTRON_API const char *    nemotron_model_name(const struct nemotron_context * ctx);     /* general.name, "" if absent */
@@ -185,6 +240,15 @@ NEMOTRON_API uint64_t        nemotron_model_repacked_bytes(const struct nemotron
  * UTF-8, may be of any length and are owned by the context. */
 NEMOTRON_API int          nemotron_n_pieces(const struct nemotron_context * ctx);
 NEMOTRON_API const char * nemotron_piece(const struct nemotron_context * ctx, int id, size_t * len);
+
+/* The text of token ids as NeMo's SentencePiece tokenizer decodes it: a word-start piece's "\u2581"
+ * becomes a space, byte pieces ("<0x41>") their byte, <unk> " \u2047 ", the text's leading space is
+ * dropped and ids outside the vocabulary (the blank) are skipped. Writes at most `capacity` bytes,
+ * NUL included, to `out` (which may be NULL when capacity is 0) and returns the text's length in
+ * bytes without the NUL: a larger return than capacity - 1 means the text was cut. The bytes are
+ * UTF-8 unless byte pieces split a character. */
+NEMOTRON_API size_t nemotron_detokenize(const struct nemotron_context * ctx, const int32_t * ids, int n_ids, char * out,
+                                        size_t capacity);
 
 /* The log-mel frontend's tables as the engine uses them, from the file or, where the file
  * has none, rebuilt from the preprocessor settings: the window [win_length] and the mel

@@ -334,6 +334,10 @@ void encoder::build_chunk_graph(const std::vector<encoder_job> & jobs, int n_fra
     ggml_set_input(mask);
 
     ggml_tensor * x = subsampling(ctx, mel_in, drop);
+    if (hp.xscaling) {
+        // NeMo's RelPositionalEncoding scales its input by sqrt(d_model) when xscaling is set.
+        x = ggml_scale(ctx, x, std::sqrt(float(hp.d_model)));
+    }
     for (int il = 0; il < hp.n_layers; ++il) {
         x = conformer_layer(ctx, gf, il, x, projected.layers[size_t(il)], mask, jobs);
     }

@@ -6,7 +6,7 @@
 
 namespace nemotron {
 
-static std::string vformat(const char * fmt, va_list args) {
+std::string vformat(const char * fmt, va_list args) {
     va_list copy;
     va_copy(copy, args);
     const int n = std::vsnprintf(nullptr, 0, fmt, copy);

@@ -4,6 +4,7 @@
 
 #include "nemotron-asr.h"
 
+#include <cstdarg>
 #include <stdexcept>
 #include <string>
 
@@ -19,6 +20,7 @@ private:
 };
 
 std::string format(const char * fmt, ...) __attribute__((format(printf, 1, 2)));
+std::string vformat(const char * fmt, va_list args);
 
 [[noreturn]] void fail(nemotron_status status, const char * fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -1,7 +1,5 @@
 #include "mel.h"
 
-#include "error.h"
-
 #include <cmath>
 
 namespace nemotron {
@@ -17,11 +15,6 @@ mel_frontend::mel_frontend(const model & m) {
     preemph_ = hp.preemph;
     guard_ = hp.log_zero_guard;
     power_ = hp.mag_power;
-    if (hp.normalize != NEMOTRON_NORMALIZE_NONE) {
-        // Per-utterance normalisation needs the whole signal before the first frame.
-        fail(NEMOTRON_ERR_UNSUPPORTED, "feature normalisation '%s' is not supported (streaming models use none)",
-             hp.normalize == NEMOTRON_NORMALIZE_PER_FEATURE ? "per_feature" : "all_features");
-    }
     // torch.stft centres a window shorter than n_fft in the frame.
     window_.assign(size_t(n_fft_), 0.0f);
     const size_t offset = size_t(n_fft_ - hp.win_length) / 2;

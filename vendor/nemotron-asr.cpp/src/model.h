@@ -68,10 +68,6 @@ struct joint_weights {
     ggml_tensor * out_w = nullptr, * out_b = nullptr;
 };
 
-struct prompt_weights { // multilingual models only
-    ggml_tensor * w1 = nullptr, * b1 = nullptr, * w2 = nullptr, * b2 = nullptr;
-};
-
 // What nemotron_get_tensor_info reports, one per tensor the engine holds.
 struct tensor_record {
     std::string   name;
@@ -101,8 +97,6 @@ struct model {
     std::vector<conformer_layer_weights> layers;
     predictor_weights predictor;
     joint_weights     joint;
-    prompt_weights    prompt;
-    ggml_tensor *     pos_table = nullptr; // layout B's precomputed sinusoids, if present
 
     // Frontend tables, kept on the host where the frontend runs.
     std::vector<float> mel_filterbank; // [n_mels][n_fft/2 + 1]

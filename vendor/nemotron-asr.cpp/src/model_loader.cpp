@@ -9,6 +9,7 @@
 #include "error.h"
 #include "frontend_tables.h"
 #include "gguf_file.h"
+#include "hparams_check.h"
 
 #include "ggml-alloc.h"
 
@@ -98,8 +99,9 @@ public:
     void run(ggml_backend_dev_t device, bool use_mmap) {
         read_architecture();
         read_hparams();
+        check_hparams(m_.hparams);
         read_vocabulary();
-        check_hparams();
+        check_layer_counts();
         bind_tensors();
         read_frontend_tables();
         place_weights(device, use_mmap);
@@ -289,6 +291,10 @@ private:
         hp.joint_dim = size_key(pr + "joint_dim", "joint.enc.weight", 1);
         hp.max_symbols_per_step = int_key(pr + "max_symbols_per_step", 1, 1000, kDefaultMaxSymbols);
         hp.num_prompts = int_key(pr + "num_prompts", 0, kMaxSize, 0);
+        const gguf_tensor * prompt = tensor("prompt_kernel.0.weight");
+        if (hp.num_prompts == 0 && prompt != nullptr && prompt->ne[0] > hp.d_model) {
+            hp.num_prompts = int32_t(std::min<int64_t>(prompt->ne[0] - hp.d_model, kMaxSize)); // its one-hot inputs
+        }
 
         hp.sample_rate = int_key(pp + "sample_rate", 1000, 1000000, kDefaultSampleRate);
         const float window_s = float_key(pp + "window_size", kDefaultWindowSeconds);
@@ -370,24 +376,9 @@ private:
         }
     }
 
-    void check_hparams() {
+    // The hyperparameters against the layers the file holds.
+    void check_layer_counts() {
         const nemotron_hparams & hp = m_.hparams;
-        if (int64_t(hp.n_heads) * hp.d_head != hp.d_model) {
-            fail(NEMOTRON_ERR_INVALID_MODEL, "inconsistent hyperparameters: n_heads %d x d_head %d != d_model %d", hp.n_heads,
-                 hp.d_head, hp.d_model);
-        }
-        if (hp.blank_id != hp.vocab_size - 1) {
-            fail(NEMOTRON_ERR_UNSUPPORTED, "blank_id is %d; this engine expects the blank to be the last id (%d)", hp.blank_id,
-                 hp.vocab_size - 1);
-        }
-        const int f = hp.subsampling_factor;
-        if (f < 2 || f > 64 || (f & (f - 1)) != 0) {
-            fail(NEMOTRON_ERR_UNSUPPORTED, "subsampling_factor %d is not supported (a power of two from 2 to 64)", f);
-        }
-        if (hp.n_fft < hp.win_length || hp.win_length < 1 || hp.hop_length < 1 || hp.hop_length > hp.n_fft) {
-            fail(NEMOTRON_ERR_INVALID_MODEL, "inconsistent preprocessor: window %d samples, hop %d, n_fft %d", hp.win_length,
-                 hp.hop_length, hp.n_fft);
-        }
         if (tensor(format("encoder.layers.%d.norm_out.weight", hp.n_layers)) != nullptr) {
             fail(NEMOTRON_ERR_INVALID_MODEL, "inconsistent hyperparameters: n_layers is %d but the file holds layer %d too",
                  hp.n_layers, hp.n_layers);
@@ -549,18 +540,8 @@ private:
         Jw.out_w = bind("joint.joint_net.2.weight", {J, V}, dtype_rule::matrix, "joint");
         Jw.out_b = bind("joint.joint_net.2.bias", {V}, dtype_rule::vector, "joint");
 
-        if (hp.num_prompts > 0) {
-            prompt_weights & pw = m_.prompt;
-            pw.w1 = bind("prompt_kernel.0.weight", {d + hp.num_prompts, 2 * d}, dtype_rule::matrix, "prompt");
-            pw.b1 = bind("prompt_kernel.0.bias", {2 * d}, dtype_rule::vector, "prompt");
-            pw.w2 = bind("prompt_kernel.2.weight", {2 * d, d}, dtype_rule::matrix, "prompt");
-            pw.b2 = bind("prompt_kernel.2.bias", {d}, dtype_rule::vector, "prompt");
-        }
-
-        const gguf_tensor * pe = tensor("encoder.pos_enc.pe");
-        if (pe != nullptr) {
-            m_.pos_table = bind("encoder.pos_enc.pe", {d, 2 * int64_t(hp.pos_emb_max_len) - 1}, dtype_rule::vector, "positional");
-        }
+        // Layout B's precomputed position table (encoder.pos_enc.pe) is not read: the engine
+        // computes the few positions a chunk needs as NeMo does.
     }
 
     // Convolution kernels are held as F32 (ggml's im2col and direct convolutions compute in
@@ -754,8 +735,8 @@ private:
 
     void summarize() {
         std::map<std::string, std::map<ggml_type, uint64_t>> params_by_type;
-        static const char * order[] = {"subsampling", "attention", "feed_forward", "convolution", "norm", "positional",
-                                       "predictor", "joint", "prompt", "frontend"};
+        static const char * order[] = {"subsampling", "attention", "feed_forward", "convolution", "norm", "predictor",
+                                       "joint", "frontend"};
         for (const tensor_record & r : m_.tensors) {
             uint64_t n = 1;
             for (int i = 0; i < r.n_dims; ++i) n *= uint64_t(r.ne[i]);

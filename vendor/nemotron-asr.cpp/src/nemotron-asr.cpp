@@ -3,15 +3,19 @@
 #include "nemotron-asr.h"
 
 #include "error.h"
+#include "hparams_check.h"
+#include "log.h"
 #include "mel.h"
 #include "model.h"
 #include "stream.h"
 #include "system_info.h"
+#include "text.h"
 
 #include "ggml-backend.h"
 #include "ggml.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -28,9 +32,15 @@ struct nemotron_context {
     // The decoder's float32 weights, made when the first stream needs them.
     std::once_flag                         rnnt_once;
     std::unique_ptr<nemotron::rnnt_weights> rnnt;
+
+    // The caller's handle and one per stream: streams read the model, so it lives as long as
+    // the last of them (see "Lifetimes" in the header).
+    std::atomic<int>  refs{1};
+    std::atomic<bool> freed{false}; // nemotron_free was called
 };
 
 struct nemotron_stream {
+    nemotron_context *                ctx = nullptr;
     std::unique_ptr<nemotron::stream> impl;
 };
 
@@ -38,8 +48,13 @@ namespace {
 
 thread_local std::string g_last_error;
 
+void release(nemotron_context * ctx) {
+    if (ctx->refs.fetch_sub(1) == 1) delete ctx;
+}
+
 template <class F>
 nemotron_status guarded(F && body) {
+    nemotron::log_scope scope;
     try {
         body();
         g_last_error.clear();
@@ -70,6 +85,15 @@ nemotron_status copy_out(const T & full, T * out) {
     std::memcpy(static_cast<void *>(out), &full, n);
     out->struct_size = n;
     return NEMOTRON_OK;
+}
+
+// The stream, checked to be one a computation may run on.
+nemotron::stream & live(nemotron_stream * s) {
+    if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
+    if (s->ctx->freed) {
+        nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the stream's model has been freed (nemotron_free); free the stream too");
+    }
+    return *s->impl;
 }
 
 } // namespace
@@ -130,17 +154,9 @@ struct nemotron_context_params nemotron_context_default_params(void) {
     return p;
 }
 
-// ggml's default logger prints every level; an embedded engine should only speak up about
-// problems (the CPU backend reports each repacked tensor at debug level).
-static void log_problems(ggml_log_level level, const char * text, void *) {
-    if (level == GGML_LOG_LEVEL_WARN || level == GGML_LOG_LEVEL_ERROR) std::fputs(text, stderr);
-}
-
 nemotron_status nemotron_init_from_file(const char * path, const struct nemotron_context_params * params,
                                         struct nemotron_context ** out) {
     if (out != nullptr) *out = nullptr;
-    static std::once_flag quiet;
-    std::call_once(quiet, [] { ggml_log_set(log_problems, nullptr); });
     return guarded([&] {
         if (path == nullptr || out == nullptr) {
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "path and out must not be NULL");
@@ -159,18 +175,38 @@ nemotron_status nemotron_init_from_file(const char * path, const struct nemotron
         std::unique_ptr<nemotron_context> ctx(new nemotron_context());
         ctx->device = nemotron::select_device(p.backend, p.gpu_device);
         nemotron::load_model(path, ctx->device, p.use_mmap, ctx->model);
-        ctx->n_threads = p.n_threads > 0 ? p.n_threads : nemotron::physical_core_count();
+        ctx->n_threads = p.n_threads > 0 ? p.n_threads : nemotron::usable_core_count();
         ggml_backend_free(nemotron::start_backend(ctx->device, ctx->n_threads)); // fail at load, not at the first stream
+        const nemotron_hparams & hp = ctx->model.hparams;
+        nemotron::log(NEMOTRON_LOG_INFO, "loaded %s: layout %s, %s, %d layers x d_model %d; %s, %d thread%s%s", path,
+                      ctx->model.layout == NEMOTRON_LAYOUT_NEMO ? "nemo" : "asr", ctx->model.weight_type.c_str(), hp.n_layers,
+                      hp.d_model, ggml_backend_dev_name(ctx->device), ctx->n_threads, ctx->n_threads == 1 ? "" : "s",
+                      p.n_threads > 0 ? "" : " (the cores this process may use)");
         *out = ctx.release();
     });
 }
 
-void nemotron_free(struct nemotron_context * ctx) { delete ctx; }
+void nemotron_free(struct nemotron_context * ctx) {
+    if (ctx == nullptr) return;
+    ctx->freed = true;
+    release(ctx);
+}
 
 nemotron_status nemotron_get_hparams(const struct nemotron_context * ctx, struct nemotron_hparams * out) {
     return guarded([&] {
         if (ctx == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx is NULL");
         copy_out(ctx->model.hparams, out);
+    });
+}
+
+nemotron_status nemotron_check_hparams(const struct nemotron_hparams * hp) {
+    return guarded([&] {
+        if (hp == nullptr || hp->struct_size == 0 || hp->struct_size > sizeof(nemotron_hparams)) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "hp is NULL or its struct_size is not set");
+        }
+        nemotron_hparams full = {};
+        std::memcpy(static_cast<void *>(&full), hp, hp->struct_size);
+        nemotron::check_hparams(full);
     });
 }
 
@@ -195,6 +231,17 @@ const char * nemotron_piece(const struct nemotron_context * ctx, int id, size_t 
     const std::string & s = ctx->model.pieces[size_t(id)];
     if (len) *len = s.size();
     return s.c_str();
+}
+
+size_t nemotron_detokenize(const struct nemotron_context * ctx, const int32_t * ids, int n_ids, char * out,
+                           size_t capacity) {
+    const std::string text = nemotron::detokenize(ctx->model.pieces, ids, n_ids < 0 ? 0 : size_t(n_ids));
+    if (capacity > 0) {
+        const size_t n = std::min(text.size(), capacity - 1);
+        std::memcpy(out, text.data(), n);
+        out[n] = '\0';
+    }
+    return text.size();
 }
 
 const float * nemotron_model_window(const struct nemotron_context * ctx, size_t * n) {
@@ -314,6 +361,7 @@ nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct
     if (out != nullptr) *out = nullptr;
     return guarded([&] {
         if (ctx == nullptr || out == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx and out must not be NULL");
+        if (ctx->freed) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the model has been freed (nemotron_free)");
         nemotron_stream_params p = nemotron_stream_default_params();
         if (params != nullptr) {
             if (params->struct_size == 0 || params->struct_size > sizeof(p)) {
@@ -339,32 +387,29 @@ nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct
         std::unique_ptr<nemotron_stream> s(new nemotron_stream());
         s->impl.reset(new nemotron::stream(ctx->model, ctx->device, ctx->n_threads, *ctx->rnnt, right, mode,
                                            p.keep_encoder_output, p.keep_trace));
+        s->ctx = ctx;
+        ++ctx->refs;
         *out = s.release();
     });
 }
 
 nemotron_status nemotron_stream_feed(struct nemotron_stream * s, const float * samples, size_t n_samples) {
     return guarded([&] {
-        if (s == nullptr || (samples == nullptr && n_samples > 0)) {
-            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream and samples must not be NULL");
-        }
-        s->impl->feed(samples, n_samples);
+        if (samples == nullptr && n_samples > 0) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "samples must not be NULL");
+        live(s).feed(samples, n_samples);
     });
 }
 
 nemotron_status nemotron_stream_push(struct nemotron_stream * s, const float * samples, size_t n_samples) {
     return guarded([&] {
-        if (s == nullptr || (samples == nullptr && n_samples > 0)) {
-            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream and samples must not be NULL");
-        }
-        s->impl->push(samples, n_samples);
+        if (samples == nullptr && n_samples > 0) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "samples must not be NULL");
+        live(s).push(samples, n_samples);
     });
 }
 
 nemotron_status nemotron_stream_end(struct nemotron_stream * s) {
     return guarded([&] {
-        if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
-        s->impl->end();
+        live(s).end();
     });
 }
 
@@ -373,6 +418,7 @@ nemotron_status nemotron_streams_run(struct nemotron_context * ctx, struct nemot
         if (ctx == nullptr || n_streams < 0 || (streams == nullptr && n_streams > 0)) {
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx and streams must not be NULL");
         }
+        if (ctx->freed) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the model has been freed (nemotron_free)");
         std::vector<nemotron::stream *> impls;
         for (int i = 0; i < n_streams; ++i) {
             if (streams[i] == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "streams[%d] is NULL", i);
@@ -389,27 +435,30 @@ nemotron_status nemotron_streams_run(struct nemotron_context * ctx, struct nemot
 
 nemotron_status nemotron_stream_finish(struct nemotron_stream * s) {
     return guarded([&] {
-        if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
-        s->impl->finish();
+        live(s).finish();
     });
 }
 
 nemotron_status nemotron_stream_reset(struct nemotron_stream * s) {
     return guarded([&] {
-        if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
-        s->impl->reset();
+        live(s).reset();
     });
 }
 
 nemotron_status nemotron_stream_drop_tokens(struct nemotron_stream * s, int n_tokens) {
     return guarded([&] {
-        if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
+        nemotron::stream & stream = live(s);
         if (n_tokens < 0) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "n_tokens must be >= 0, not %d", n_tokens);
-        s->impl->drop_tokens(size_t(n_tokens));
+        stream.drop_tokens(size_t(n_tokens));
     });
 }
 
-void nemotron_stream_free(struct nemotron_stream * s) { delete s; }
+void nemotron_stream_free(struct nemotron_stream * s) {
+    if (s == nullptr) return;
+    nemotron_context * ctx = s->ctx;
+    delete s; // before the model it reads
+    release(ctx);
+}
 
 int nemotron_stream_right_context(const struct nemotron_stream * s) { return s->impl->right_context(); }
 

@@ -1,0 +1,78 @@
+"""The default thread count honours the CPUs this process may use: its affinity mask and its
+cgroup's CPU quota, as containers and `taskset` set them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+from nemotron_cpp import NemotronModel
+
+_THREADS = "import sys; from nemotron_cpp import NemotronModel; print(NemotronModel(sys.argv[1]).n_threads)"
+CPUS = sorted(os.sched_getaffinity(0))
+
+needs_two_cpus = pytest.mark.skipif(len(CPUS) < 2, reason="this machine lets the process use one CPU only")
+
+
+def default_threads(model: Path, preexec: Optional[object] = None) -> int:
+    out = subprocess.run([sys.executable, "-c", _THREADS, str(model)], capture_output=True, text=True, timeout=120,
+                         preexec_fn=preexec)  # type: ignore[arg-type]
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
+def test_default_is_at_most_the_cpus_of_the_process(fixtures_dir: Path) -> None:
+    with NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf") as model:
+        assert 1 <= model.n_threads <= len(CPUS)
+
+
+@needs_two_cpus
+def test_affinity_mask_limits_the_default(fixtures_dir: Path) -> None:
+    model = fixtures_dir / "layout-a-tiny.q8_0.gguf"
+    if default_threads(model) < 2:
+        pytest.skip("the CPUs of this process are one physical core")
+    assert default_threads(model, lambda: os.sched_setaffinity(0, {CPUS[0]})) == 1
+
+
+@pytest.fixture()
+def one_cpu_cgroup() -> Iterator[Path]:
+    """A cgroup with a quota of one CPU (v2 cpu.max, else v1 cpu.cfs_quota_us), or a skip where this
+    process may not make one."""
+    root = Path("/sys/fs/cgroup")
+    name = f"nemotron-test-{uuid.uuid4().hex[:8]}"
+    if "cpu" in (root / "cgroup.controllers").read_text().split() if (root / "cgroup.controllers").exists() else False:
+        group, limits = root / name, {"cpu.max": "100000 100000"}
+    else:
+        group, limits = root / "cpu" / name, {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "100000"}
+    try:
+        group.mkdir()
+        for key, value in limits.items():
+            (group / key).write_text(value)
+    except OSError as e:
+        if group.exists():
+            group.rmdir()
+        pytest.skip(f"cannot make a cgroup with a CPU quota here ({e})")
+    try:
+        yield group
+    finally:
+        group.rmdir()
+
+
+@needs_two_cpus
+def test_cgroup_quota_limits_the_default(fixtures_dir: Path, one_cpu_cgroup: Path) -> None:
+    model = fixtures_dir / "layout-a-tiny.q8_0.gguf"
+    if default_threads(model) < 2:
+        pytest.skip("the CPUs of this process are one physical core")
+
+    def enter() -> None:
+        (one_cpu_cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    assert default_threads(model, enter) == 1
+    with NemotronModel(model, n_threads=2) as given:  # an explicit count is the caller's choice
+        assert given.n_threads == 2

@@ -1,0 +1,209 @@
+// C-level tests of the engine: the cgroup CPU quota reader on stand-in /proc and /sys trees, the
+// hyperparameter table, detokenization, log routing beside another ggml user, and stream
+// lifetimes. `test_engine [MODEL.gguf]`: without a model the tests that load one are skipped.
+#include "nemotron-asr.h"
+#include "system_info.h"
+#include "text.h"
+
+#include "ggml.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+extern "C" void ggml_log_internal(enum ggml_log_level level, const char * format, ...); // exported by ggml-base
+
+namespace fs = std::filesystem;
+
+static int g_failures = 0;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            ++g_failures;                                                            \
+        }                                                                            \
+    } while (0)
+
+static bool contains(const std::string & text, const char * part) { return text.find(part) != std::string::npos; }
+
+static void write_file(const fs::path & path, const std::string & text) {
+    fs::create_directories(path.parent_path());
+    std::ofstream(path) << text;
+}
+
+// ---- cgroup CPU quota ---------------------------------------------------------------------
+
+static void test_cgroup_v2() {
+    const fs::path root = fs::temp_directory_path() / "nemotron-test-cgroup-v2";
+    fs::remove_all(root);
+    write_file(root / "proc/self/cgroup", "0::/user.slice/app.service\n");
+    write_file(root / "proc/self/mountinfo",
+               "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+               "30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n");
+    write_file(root / "sys/fs/cgroup/user.slice/app.service/cpu.max", "150000 100000\n");
+    write_file(root / "sys/fs/cgroup/user.slice/cpu.max", "max 100000\n");
+    CHECK(nemotron::cgroup_cpu_limit(root.string()) == 1.5);
+    write_file(root / "sys/fs/cgroup/user.slice/cpu.max", "50000 100000\n"); // a tighter parent wins
+    CHECK(nemotron::cgroup_cpu_limit(root.string()) == 0.5);
+    write_file(root / "sys/fs/cgroup/user.slice/cpu.max", "max 100000\n");
+    write_file(root / "sys/fs/cgroup/user.slice/app.service/cpu.max", "max 100000\n");
+    CHECK(nemotron::cgroup_cpu_limit(root.string()) == 0.0);
+    fs::remove_all(root);
+}
+
+static void test_cgroup_v1_container() {
+    // A container sees its own cgroup as the root of the mount, at a path with an escaped space.
+    const fs::path root = fs::temp_directory_path() / "nemotron-test-cgroup-v1";
+    fs::remove_all(root);
+    write_file(root / "proc/self/cgroup", "5:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n");
+    write_file(root / "proc/self/mountinfo",
+               "40 30 0:35 /docker/abc /sys/fs/cgroup/cpu\\040acct rw,nosuid - cgroup cgroup rw,cpu,cpuacct\n"
+               "41 30 0:36 /docker/abc /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n");
+    write_file(root / "sys/fs/cgroup/cpu acct/cpu.cfs_quota_us", "250000\n");
+    write_file(root / "sys/fs/cgroup/cpu acct/cpu.cfs_period_us", "100000\n");
+    write_file(root / "sys/fs/cgroup/memory/cpu.cfs_quota_us", "100000\n"); // not the cpu controller
+    write_file(root / "sys/fs/cgroup/memory/cpu.cfs_period_us", "100000\n");
+    CHECK(nemotron::cgroup_cpu_limit(root.string()) == 2.5);
+    write_file(root / "sys/fs/cgroup/cpu acct/cpu.cfs_quota_us", "-1\n");
+    CHECK(nemotron::cgroup_cpu_limit(root.string()) == 0.0);
+    fs::remove_all(root);
+    CHECK(nemotron::cgroup_cpu_limit(root.string()) == 0.0); // nothing readable: no limit
+}
+
+// ---- hyperparameters ----------------------------------------------------------------------
+
+static nemotron_hparams valid_hparams() {
+    nemotron_hparams hp = {};
+    hp.struct_size = sizeof(hp);
+    hp.n_mels = 128, hp.d_model = 1024, hp.n_heads = 8, hp.d_head = 128, hp.d_ff = 4096, hp.n_layers = 24;
+    hp.conv_kernel_size = 9, hp.subsampling_factor = 8, hp.subsampling_conv_channels = 256;
+    hp.att_left_context = 70, hp.n_att_right_contexts = 4;
+    const int32_t right[] = {13, 6, 1, 0};
+    std::memcpy(hp.att_right_contexts, right, sizeof(right));
+    hp.vocab_size = 1025, hp.blank_id = 1024, hp.pred_embed_dim = 640, hp.pred_hidden = 640, hp.pred_num_layers = 2;
+    hp.joint_dim = 640, hp.max_symbols_per_step = 10;
+    hp.sample_rate = 16000, hp.n_fft = 512, hp.win_length = 400, hp.hop_length = 160;
+    return hp;
+}
+
+static void test_check_hparams() {
+    nemotron_hparams hp = valid_hparams();
+    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_OK);
+    hp.num_prompts = 128;
+    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_ERR_UNSUPPORTED);
+    CHECK(contains(nemotron_last_error(), "language prompts (num_prompts 128)"));
+    hp.normalize = NEMOTRON_NORMALIZE_PER_FEATURE;
+    hp.d_head = 64; // every problem is named, the unsupported ones first
+    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_ERR_UNSUPPORTED);
+    const std::string all = nemotron_last_error();
+    CHECK(contains(all.c_str(), "language prompts") && contains(all.c_str(), "feature normalisation 'per_feature'") &&
+          contains(all.c_str(), "n_heads 8 x d_head 64 != d_model 1024"));
+    hp = valid_hparams();
+    hp.hop_length = 1024;
+    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_ERR_INVALID_MODEL);
+    CHECK(contains(nemotron_last_error(), "hop 1024"));
+    hp = valid_hparams();
+    hp.struct_size = 0;
+    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_ERR_INVALID_ARG);
+}
+
+// ---- text -----------------------------------------------------------------------------------
+
+static void test_detokenize() {
+    const std::vector<std::string> pieces = {"<unk>", "\xE2\x96\x81he", "llo", "\xE2\x96\x81w", "orld", "<0x21>", "<0xE2>",
+                                             "<0x82>", "<0xAC>", "<0xzz>"};
+    auto text = [&](std::vector<int32_t> ids) { return nemotron::detokenize(pieces, ids.data(), ids.size()); };
+    CHECK(text({1, 2, 3, 4, 5}) == "hello world!");
+    CHECK(text({1, 128, -1, 2}) == "hello");                      // the blank and other ids are skipped
+    CHECK(text({0, 1}) == "\xE2\x81\x87  he");                    // <unk>, its leading space dropped
+    CHECK(text({3, 6, 7, 8}) == "w\xE2\x82\xAC");                 // bytes that make one character
+    CHECK(text({9}) == "<0xzz>");                                 // not a byte piece
+    CHECK(text({}).empty());
+}
+
+// ---- logging --------------------------------------------------------------------------------
+
+struct captured {
+    std::vector<std::pair<int, std::string>> lines;
+};
+
+static void capture_engine(nemotron_log_level level, const char * text, void * user_data) {
+    static_cast<captured *>(user_data)->lines.emplace_back(int(level), text);
+}
+
+static void capture_ggml(ggml_log_level level, const char * text, void * user_data) {
+    static_cast<captured *>(user_data)->lines.emplace_back(int(level), text);
+}
+
+static bool any_line(const captured & c, const char * part) {
+    for (const auto & line : c.lines) {
+        if (contains(line.second, part)) return true;
+    }
+    return false;
+}
+
+static void test_logging(const char * model) {
+    // Another ggml user of this process installs its logger first, as ggml-python users do.
+    captured other, engine;
+    ggml_log_set(capture_ggml, &other);
+    nemotron_log_set(capture_engine, &engine);
+    struct nemotron_context * ctx = nullptr;
+    CHECK(nemotron_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
+    ggml_log_internal(GGML_LOG_LEVEL_WARN, "a message of the other user\n");
+    nemotron_free(ctx);
+
+    CHECK(any_line(other, "a message of the other user"));
+    CHECK(!any_line(engine, "a message of the other user"));
+    // The engine's own message, and ggml's (each repacked matrix) during the load, are the engine's.
+    CHECK(any_line(engine, "loaded "));
+    CHECK(any_line(engine, "repack"));
+    CHECK(!any_line(other, "repack") && !any_line(other, "loaded "));
+    for (const auto & line : engine.lines) CHECK(line.second.find('\n') == std::string::npos);
+
+    nemotron_log_set(nullptr, nullptr);
+    ggml_log_set(nullptr, nullptr);
+}
+
+// ---- lifetimes ------------------------------------------------------------------------------
+
+static void test_stream_outlives_context(const char * model) {
+    struct nemotron_context * ctx = nullptr;
+    CHECK(nemotron_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
+    struct nemotron_stream * a = nullptr, * b = nullptr;
+    CHECK(nemotron_stream_init(ctx, nullptr, &a) == NEMOTRON_OK);
+    CHECK(nemotron_stream_init(ctx, nullptr, &b) == NEMOTRON_OK);
+    std::vector<float> audio(32000, 0.0f); // two seconds: more than the first 1120 ms chunk
+    for (size_t i = 0; i < audio.size(); ++i) audio[i] = 0.1f * float((i * 7919) % 200) / 200.0f - 0.05f;
+    CHECK(nemotron_stream_feed(a, audio.data(), audio.size()) == NEMOTRON_OK);
+    const int n_frames = nemotron_stream_n_frames(a);
+    CHECK(n_frames > 0);
+
+    nemotron_free(ctx); // before its streams: they keep the model's memory
+    CHECK(nemotron_stream_feed(a, audio.data(), audio.size()) == NEMOTRON_ERR_INVALID_ARG);
+    CHECK(contains(nemotron_last_error(), "model has been freed"));
+    CHECK(nemotron_stream_finish(b) == NEMOTRON_ERR_INVALID_ARG);
+    CHECK(nemotron_stream_reset(b) == NEMOTRON_ERR_INVALID_ARG);
+    CHECK(nemotron_stream_n_frames(a) == n_frames); // results so far stay readable
+    nemotron_stream_free(a);
+    nemotron_stream_free(b); // the last one releases the model (LeakSanitizer checks it)
+}
+
+int main(int argc, char ** argv) {
+    test_cgroup_v2();
+    test_cgroup_v1_container();
+    test_check_hparams();
+    test_detokenize();
+    if (argc > 1 && argv[1][0] != '\0') {
+        test_logging(argv[1]);
+        test_stream_outlives_context(argv[1]);
+    } else {
+        std::printf("no model given: the logging and lifetime tests are skipped\n");
+    }
+    std::printf("%s\n", g_failures == 0 ? "all passed" : "FAILED");
+    return g_failures == 0 ? 0 : 1;
+}
