@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -179,3 +181,92 @@ def test_bad_input_raises_clear_errors(model: NemotronModel, tmp_path: Path) -> 
     with pytest.raises(ValueError, match="sample_rate=8000 was given, but the file is 16000 Hz"):
         model.transcribe(wav, sample_rate=8000)
     assert model.transcribe(wav, sample_rate=16000).duration == 1.0
+
+
+def test_sample_rates_above_the_hardware_range_are_refused(model: NemotronModel) -> None:
+    good = np.zeros(1600, np.float32)
+    message = r"the sample rate is 1000000000 Hz, above 768000 Hz, .*\(accepted: 8000 to 768000 Hz\)"
+    with pytest.raises(ValueError, match=message):
+        model.transcribe(good, sample_rate=10**9)
+    with pytest.raises(ValueError, match=message):
+        model.stream(sample_rate=10**9)
+    with pytest.raises(ValueError, match=r"needs at least 8000 Hz \(accepted: 8000 to 768000 Hz\)"):
+        model.transcribe(good, sample_rate=4000)
+    assert model.transcribe(np.zeros(768000, np.float32), sample_rate=768000).duration == 1.0
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "Sample rates must lie in 8000-768000 Hz" in readme
+
+
+def test_a_truncated_wav_warns(model: NemotronModel, tmp_path: Path) -> None:
+    from nemotron_cpp import TruncatedAudioWarning
+
+    whole = tmp_path / "whole.wav"
+    soundfile.write(whole, np.zeros(16000, np.int16), 16000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:44 + 2 * 8000])  # the header and half of the samples
+    message = r"truncated: 8000 frames \(0\.50 s\) read of the 16000 \(1\.00 s\) its header promises"
+    with pytest.warns(TruncatedAudioWarning, match=f"{cut}: {message}"):
+        assert model.transcribe(cut).duration == 0.5
+    with pytest.warns(TruncatedAudioWarning, match=f"the audio bytes: {message}"):
+        model.transcribe(cut.read_bytes())
+    with open(cut, "rb") as f, pytest.warns(TruncatedAudioWarning, match=message):
+        model.transcribe(f)
+    # A whole file, and a WAV whose writer streamed it without knowing its length, are not truncated.
+    streamed = bytearray(whole.read_bytes())
+    streamed[40:44] = (0xFFFFFFFF).to_bytes(4, "little")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model.transcribe(whole).duration == 1.0
+        assert model.transcribe(bytes(streamed)).duration == 1.0
+
+
+def test_feeding_a_file_says_where_files_go(model: NemotronModel, tmp_path: Path) -> None:
+    message = (r"feed\(\) and push\(\) take samples: a numpy array or bytes of 16-bit PCM, not {}; give a file to "
+               r"model\.transcribe\(\), or stream it with `nemotron-cpp stream FILE`")
+    with model.stream() as s:
+        with pytest.raises(TypeError, match=message.format("'x.wav'")):
+            s.feed("x.wav")
+        with pytest.raises(TypeError, match=message.format(re.escape(repr(str(tmp_path))))):
+            s.push(tmp_path)
+        with io.BytesIO(b"RIFF") as f, pytest.raises(TypeError, match=message.format("BytesIO")):
+            s.feed(f)  # type: ignore[arg-type]
+        s.feed(np.zeros(160, np.int16).tobytes())
+
+
+def test_float_audio_far_outside_the_unit_range_warns_once(model: NemotronModel, speech: np.ndarray) -> None:
+    from nemotron_cpp import AudioLevelWarning
+
+    as_floats = speech.astype(np.float32)  # int16 values, not divided by 32768
+    hint = r"float audio peaks at \d+, far outside \[-1, 1\].*divide them by 32768"
+    with pytest.warns(AudioLevelWarning, match=hint) as caught:
+        model.transcribe(as_floats)
+    assert len(caught) == 1
+    with pytest.warns(AudioLevelWarning, match=hint) as caught:
+        with model.stream() as s:
+            for piece in np.array_split(as_floats, 5):
+                s.feed(piece)
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.transcribe(speech)  # int16: scaled by the package
+        model.transcribe(1.9 * as_floats / 32768)  # loud, but plausibly float audio
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_U8"), ("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"),
+                                         ("WAV", "FLOAT"), ("WAV", "DOUBLE"), ("WAVEX", "PCM_16")])
+def test_wav_streams_read_as_libsndfile_reads_them(tmp_path: Path, fmt: str, subtype: str) -> None:
+    from nemotron_cpp.audio import iter_wav_stream, read_wav_header, to_mono_float
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "a.wav"
+    soundfile.write(path, rng.uniform(-0.9, 0.9, (4001, 2)), 22050, format=fmt, subtype=subtype)
+    expected, _ = soundfile.read(path, dtype="float32", always_2d=True)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        header = read_wav_header(f, head)
+        assert (header.sample_rate, header.channels, header.frames) == (22050, 2, 4001)
+        pieces = list(iter_wav_stream(f, header, 1000))
+    assert [len(p) for p in pieces] == [1000, 1000, 1000, 1000, 1]
+    got = np.concatenate([to_mono_float(p) for p in pieces])
+    # The same samples, to float32 rounding (libsndfile rounds to float32 before the mean, we after).
+    np.testing.assert_allclose(got, expected.mean(axis=1), rtol=0, atol=1e-7)

@@ -542,10 +542,10 @@ def test_cli_convert(nemo_path: Path, tmp_path: Path) -> None:
     with NemotronModel(out, backend="cpu") as model:
         assert (model.layout, model.weight_type) == ("asr", "q4_0")
 
-    one_line_error(run("convert", str(nemo_path), str(out)), ["File exists", "--force"])
+    one_line_error(run("convert", str(nemo_path), str(out)), [f"{out} exists; pass --force to overwrite it"])
     assert run("convert", str(nemo_path), str(out), "--force").returncode == 0
     one_line_error(run("convert", str(tmp_path / "missing.nemo"), str(tmp_path / "x.gguf")),
-                   ["No such file or directory", "missing.nemo"])
+                   [f"{tmp_path / 'missing.nemo'}: no such file"])
     one_line_error(run("convert", str(out), str(tmp_path / "x.gguf")), ["m.gguf is not a .nemo file"])
     one_line_error(run("convert", str(nemo_path), str(nemo_path)), ["refusing to overwrite the input"])
 

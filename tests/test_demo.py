@@ -9,18 +9,20 @@ own greedy hypotheses and WER on the same audio for every att_context_size).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List
 
+import warnings
+
 import numpy as np
 import pytest
 import soundfile
 
-from nemotron_cpp import NemotronModel
+import nemotron_cpp
+from nemotron_cpp import DemoModelWarning, NemotronModel
 from nemotron_cpp.demo import DEMO_DOMAIN, demo_model_path, demo_sample, word_error_rate
 
 REFERENCE = Path(__file__).parent / "reference" / "demo"
@@ -55,14 +57,23 @@ def test_shipped_model_is_the_one_measured() -> None:
     assert digest == MANIFEST["model"]["gguf_sha256"]
 
 
-def test_default_model_is_the_demo_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="nemotron_cpp"):
+def test_default_model_is_the_demo_and_says_so() -> None:
+    with pytest.warns(DemoModelWarning, match="using the built-in demo model") as caught:
         with NemotronModel(n_threads=1) as model:
             assert Path(model.path) == demo_model_path(log=False)
             assert model.weight_type == "q8_0"
             assert model.file_size < 20 * 1024 * 1024
-    assert len(caplog.records) == 1
-    assert "built-in demo model" in caplog.records[0].getMessage()
+    assert len(caught) == 1
+    assert caught[0].filename == __file__  # it points at the line that asked for no model
+    # README's one line silences it.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    line = 'warnings.filterwarnings("ignore", category=nemotron_cpp.DemoModelWarning)'
+    assert line in readme
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(line, {"warnings": warnings, "nemotron_cpp": nemotron_cpp})
+        NemotronModel(n_threads=1).close()
+    assert caught == []
 
 
 @pytest.mark.parametrize("latency", [1120, 560, 160, 80])
@@ -102,6 +113,9 @@ def test_demo_command_streams_the_sample() -> None:
     assert out.stdout.splitlines() == text.splitlines()
     assert "trained on synthetic speech" in out.stderr and f"expected: {' / '.join(text.splitlines())}" in out.stderr
     assert DEMO_DOMAIN.split(":")[0] in out.stderr
+    quiet = subprocess.run([sys.executable, "-m", "nemotron_cpp", "demo", "--no-pace", "--threads", "1", "--quiet"],
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stdout == out.stdout and quiet.stderr == ""
 
 
 def test_commands_fall_back_to_the_demo_model() -> None:
@@ -112,6 +126,15 @@ def test_commands_fall_back_to_the_demo_model() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == text.splitlines()
     assert "using the demo model" in out.stderr
+    for command in (["transcribe", str(audio)], ["stream", "--no-pace", str(audio)], ["bench", "--seconds", "1"],
+                    ["transcribe", "--progress", str(audio)]):
+        quiet = subprocess.run([sys.executable, "-m", "nemotron_cpp", *command, "--threads", "1", "-q"],
+                               capture_output=True, text=True, timeout=300, env=env)
+        assert quiet.returncode == 0 and quiet.stdout and quiet.stderr == "", (command, quiet.stderr)
+    # Errors still show.
+    quiet = subprocess.run([sys.executable, "-m", "nemotron_cpp", "transcribe", "-q", "missing.wav"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 1 and quiet.stderr == "nemotron-cpp: error: no such audio file: missing.wav\n"
 
 
 def test_sample_audio_is_what_the_manifest_says() -> None:

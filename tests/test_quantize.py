@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -17,7 +18,7 @@ pytest.importorskip("yaml")
 
 from nemotron_cpp import ModelFileError, NemotronModel, UnsupportedModelError, gguf_layout, testing  # noqa: E402
 from nemotron_cpp.convert import WEIGHT_TYPES, convert_nemo  # noqa: E402
-from nemotron_cpp.quantize import quantize_gguf  # noqa: E402
+from nemotron_cpp.quantize import RequantizationWarning, quantize_gguf  # noqa: E402
 
 from test_convert import assert_close_for_type, metadata  # noqa: E402
 
@@ -49,7 +50,8 @@ def raw(t: Any) -> bytes:
 def test_chain_f32_q8_0_q4_0(f32_models: Dict[str, Path], tmp_path: Path, layout: str) -> None:
     source = f32_models[layout]
     q8 = quantize_gguf(source, tmp_path / "q8.gguf", weight_type="q8_0")
-    q4 = quantize_gguf(q8, tmp_path / "q4.gguf", weight_type="q4_0")
+    with pytest.warns(RequantizationWarning):
+        q4 = quantize_gguf(q8, tmp_path / "q4.gguf", weight_type="q4_0")
     src_kv, src_t = metadata(source), tensors(source)
     for path, wtype in ((q8, "q8_0"), (q4, "q4_0")):
         kv = metadata(path)
@@ -110,13 +112,30 @@ def test_any_type_to_any_type(f32_models: Dict[str, Path], tmp_path: Path, wtype
 def test_converter_files_without_final_padding(fixtures_dir: Path, tmp_path: Path) -> None:
     # The C++ port's converter leaves out the padding after the last tensor.
     ref = fixtures_dir / "layout-a-tiny.q8_0.gguf"
-    out = quantize_gguf(ref, tmp_path / "a.q4_0.gguf", weight_type="q4_0")
+    with pytest.warns(RequantizationWarning):
+        out = quantize_gguf(ref, tmp_path / "a.q4_0.gguf", weight_type="q4_0")
     assert metadata(out) == metadata(ref)
     with NemotronModel(out, backend="cpu") as model:
         assert model.weight_type == "q4_0"
     out = quantize_gguf(fixtures_dir / "layout-b-tiny.q8_0.gguf", tmp_path / "b.f32.gguf", weight_type="f32")
     with NemotronModel(out, backend="cpu") as model:
         assert model.weight_type == "f32"
+
+
+def test_requantizing_quantized_weights_warns(f32_models: Dict[str, Path], tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # from the trained values' types: no warning
+        q8 = quantize_gguf(f32_models["nemo"], tmp_path / "q8.gguf", weight_type="q8_0")
+        f16 = quantize_gguf(f32_models["nemo"], tmp_path / "f16.gguf", weight_type="f16")
+        bf16 = quantize_gguf(f32_models["nemo"], tmp_path / "bf16.gguf", weight_type="bf16")
+        for source in (f16, bf16):
+            quantize_gguf(source, tmp_path / "q4.gguf", weight_type="q4_0", force=True)
+        quantize_gguf(q8, tmp_path / "back.gguf", weight_type="f16")  # decoding only: no second rounding
+        quantize_gguf(q8, tmp_path / "same.gguf", weight_type="q8_0")  # copied as it is
+    with pytest.warns(RequantizationWarning, match=r"q8\.gguf's weights are already quantized \(q8_0\): quantizing "
+                      r"them to q4_0 decodes and rounds them again, so the result carries both types' error") as caught:
+        quantize_gguf(q8, tmp_path / "q4.gguf", weight_type="q4_0", force=True)
+    assert len(caught) == 1
 
 
 def test_refuses_to_overwrite_its_input(f32_models: Dict[str, Path], tmp_path: Path) -> None:
@@ -193,7 +212,15 @@ def test_cli_quantize(f32_models: Dict[str, Path], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert str(out) in done.stdout
     again = run("quantize", str(f32_models["nemo"]), str(out), "--type", "q8_0")
-    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "--force" in again.stderr
+    assert again.returncode == 1 and again.stderr == f"nemotron-cpp: error: {out} exists; pass --force to overwrite it\n"
+    missing = run("quantize", str(tmp_path / "nope.gguf"), str(tmp_path / "x.gguf"), "--type", "q8_0")
+    assert missing.returncode == 1 and missing.stderr == f"nemotron-cpp: error: {tmp_path / 'nope.gguf'}: no such file\n"
+    requantized = run("quantize", str(out), str(tmp_path / "q4.gguf"), "--type", "q4_0")
+    assert requantized.returncode == 0 and str(tmp_path / "q4.gguf") in requantized.stdout
+    assert requantized.stderr.startswith("nemotron-cpp: warning: q.gguf's weights are already quantized (q8_0)")
+    assert requantized.stderr.count("\n") == 1
+    quiet = run("quantize", str(out), str(tmp_path / "q4.gguf"), "--type", "q4_0", "--force", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
     same = run("quantize", str(out), str(out), "--type", "q4_0", "--force")
     assert same.returncode == 1 and "refusing to overwrite the input" in same.stderr
     missing_type = run("quantize", str(out), str(tmp_path / "x.gguf"))

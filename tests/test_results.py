@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -44,7 +45,7 @@ def check_transcript(model: NemotronModel, t: Transcript, live: bool = False) ->
     assert starts == sorted(starts)
     for k in t.tokens:
         assert 0 <= k.start <= k.end <= t.duration + (STEP if live else 0)
-        assert k.start == min(k.frame * STEP, t.duration) and k.text == model.vocabulary[k.id]
+        assert k.start == round(min(k.frame * STEP, t.duration), 3) and k.text == model.vocabulary[k.id]
         assert 1 / len(model.vocabulary) <= k.confidence <= 1
     for w in t.words:
         assert w.text == nemotron_cpp.detokenize(model.vocabulary, [k.id for k in w.tokens]).strip()
@@ -58,7 +59,7 @@ def check_transcript(model: NemotronModel, t: Transcript, live: bool = False) ->
 
 def test_transcript_structure(model: NemotronModel, conversation: np.ndarray) -> None:
     t = model.transcribe(conversation, latency_ms=160)
-    assert t.duration == len(conversation) / 16000
+    assert t.duration == round(len(conversation) / 16000, 3)
     assert len(t.segments) >= 2 and len(t.words) > len(t.segments)
     check_transcript(model, t)
     # Results are plain frozen dataclasses.
@@ -191,8 +192,25 @@ def test_lazy_segments_and_progress(model: NemotronModel, tmp_path: Path, conver
     # The first utterance arrives before the whole file was read.
     assert calls and calls[-1][0] < whole.duration
     assert (first, *lazy) == whole.segments
-    assert calls[-1] == (whole.duration, whole.duration)
+    assert calls[-1][0] == calls[-1][1] and round(calls[-1][0], 3) == whole.duration
     assert [c[0] for c in calls] == sorted(c[0] for c in calls)
+
+
+def test_times_are_whole_milliseconds(model: NemotronModel, conversation: np.ndarray) -> None:
+    """Frame counts times 0.08 s are not exact in binary (21 x 0.08 = 1.6800000000000002): the results
+    hold the millisecond value, in the dataclasses and so in JSON; confidences keep every digit."""
+    from nemotron_cpp.formats import to_json
+
+    t = model.transcribe(conversation[:-7], latency_ms=160)  # a duration of no whole millisecond
+    times = [t.duration] + [x for items in (t.tokens, t.words, t.segments) for i in items for x in (i.start, i.end)]
+    assert all(x == round(x, 3) for x in times)
+    assert any(k.frame * STEP + STEP != k.end for k in t.tokens)  # so some were noisy before rounding
+    assert t.duration == round((len(conversation) - 7) / 16000, 3)
+    token = Segmenter(["\u2581a"], STEP, None).add(np.array([0]), np.array([20]), np.array([0.5]), 22)[0][0]
+    assert (token.start, token.end) == (1.6, 1.68)  # 20 x 0.08 + 0.08 is 1.6800000000000002
+    text = to_json(t)
+    assert re.search(r'"(start|end|duration)": -?\d+\.\d{4,}', text) is None
+    assert any(len(repr(k.confidence)) > 8 for k in t.tokens)
 
 
 def test_bad_endpointing(model: NemotronModel) -> None:

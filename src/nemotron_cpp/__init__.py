@@ -3,7 +3,8 @@ engine, without PyTorch or NeMo."""
 
 from __future__ import annotations
 
-from .audio import decode_audio
+from .audio import AudioLevelWarning, TruncatedAudioWarning, decode_audio
+from .demo import DemoModelWarning
 from .errors import AudioError, BackendError, ModelFileError, NemotronError, UnsupportedModelError
 from .info import DeviceInfo, HParams, SystemInfo, TensorGroup, TensorInfo, system_info
 from .model import NemotronModel
@@ -36,5 +37,8 @@ __all__ = [
     "UnsupportedModelError",
     "BackendError",
     "AudioError",
+    "DemoModelWarning",
+    "AudioLevelWarning",
+    "TruncatedAudioWarning",
     "__version__",
 ]

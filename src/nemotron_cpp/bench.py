@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .formats import plural
 from .model import NemotronModel
 
 __all__ = ["BenchRow", "bench", "markdown_table"]
@@ -75,9 +76,10 @@ def markdown_table(model: NemotronModel, rows: Sequence[BenchRow], seconds: floa
     from .info import system_info
 
     info = system_info()
+    cpus = os.cpu_count()
     head = (f"{model.path}: {model.weight_type}, {model.hparams.n_layers} layers x d_model {model.hparams.d_model}; "
-            f"{seconds:.1f} s of audio; {model.backend}, {model.n_threads} threads; {platform.machine()}, "
-            f"{os.cpu_count()} logical CPUs; engine {info.version}, ggml {info.ggml_version}; "
+            f"{seconds:.1f} s of audio; {model.backend}, {plural(model.n_threads, 'thread')}; {platform.machine()}, "
+            f"{plural(cpus, 'logical CPU') if cpus else 'an unknown number of CPUs'}; engine {info.version}, ggml {info.ggml_version}; "
             f"load {load_seconds * 1000:.0f} ms; peak RSS {_peak_rss_bytes() / 2**20:.0f} MiB")
     lines = [head, "", "| latency | RTF | chunk p50 | chunk p95 | first partial | tokens/s |", "|---|---|---|---|---|---|"]
     for r in rows:

@@ -8,24 +8,79 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import IO, Iterator, List, Optional
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar, Union
 
 import numpy as np
 
 from . import __version__
-from .audio import decode_audio, iter_audio
+from .audio import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioInput, decode_audio, is_container, iter_audio,
+                    iter_wav_stream, read_wav_header)
 from .errors import NemotronError
 from .demo import DEMO_DOMAIN, demo_model_path, demo_sample
-from .formats import FORMATS, format_transcript
+from .formats import FORMATS, format_transcript, plural
 from .gguf_layout import FILE_TYPES, LAYOUTS
 from .info import system_info
-from .model import NemotronModel
+from .model import NemotronModel, _parse_backend
+from .results import Transcript
 from .segmenter import Endpointing
-from .stream import StreamUpdate
+from .stream import PCM, StreamUpdate
 
 #: The model file used when --model is not given (without either: the demo model).
 MODEL_ENV = "NEMOTRON_MODEL"
+
+#: The exit status of a command whose reader went away (``| head``): what a shell reports for a
+#: process killed by SIGPIPE, as other Unix tools are.
+EXIT_BROKEN_PIPE = 128 + 13
+
+_T = TypeVar("_T")
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    """A notice on stderr (which model, progress, files written, warnings), which --quiet silences."""
+    if not args.quiet:
+        print(f"nemotron-cpp: {message}", file=sys.stderr)
+
+
+def _error(message: str) -> None:
+    print(f"nemotron-cpp: error: {message}", file=sys.stderr)
+
+
+def _show_warning(message: Union[Warning, str], category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Optional[str] = None) -> None:
+    """Python warnings as one line each, without the source line they came from."""
+    print(f"nemotron-cpp: warning: {message}", file=sys.stderr)
+
+
+def _checked(convert: Callable[[str], _T], ok: Callable[[_T], bool], what: str) -> Callable[[str], _T]:
+    """An argparse type: ``convert(text)`` where ``ok`` holds, else an error that argparse prefixes with
+    the option's flag (``argument --threads: must be a positive integer, not 0``)."""
+
+    def parse(text: str) -> _T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+        return value
+
+    return parse
+
+
+def _backend(text: str) -> str:
+    _parse_backend(text)
+    return text
+
+
+_THREADS = _checked(int, lambda n: n >= 1, "a positive integer")
+_LATENCY = _checked(int, lambda n: n >= 1, "a positive number of milliseconds")
+_RATE = _checked(int, lambda r: MIN_SAMPLE_RATE <= r <= MAX_SAMPLE_RATE,
+                 f"a sample rate from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
+_SECONDS = _checked(float, lambda s: 0 < s < float("inf"), "a number of seconds > 0")
+_SECONDS_OR_ZERO = _checked(float, lambda s: 0 <= s < float("inf"), "a number of seconds >= 0")
+_BACKEND = _checked(_backend, lambda _: True, "auto, cpu, gpu or gpu:N")
 
 
 def _format_bytes(n: int) -> str:
@@ -36,15 +91,26 @@ def _format_bytes(n: int) -> str:
     return str(n)
 
 
+def _existing(path: str, message: str) -> str:
+    """``path``, or a FileNotFoundError with ``message`` (which says where the path came from)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(message)
+    return path
+
+
 def _info(args: argparse.Namespace) -> int:
-    if args.model is None:
+    if args.model_file is not None and args.model is not None:
+        raise ValueError("give the model once: as MODEL or with --model")
+    if args.model_file is None and args.model is None:
         info = system_info()
         if args.json:
             print(json.dumps(dataclasses.asdict(info), indent=2))
         else:
             print(info)
         return 0
-    with NemotronModel(args.model, backend=args.backend, n_threads=args.threads) as model:
+    path = (_existing(args.model_file, f"{args.model_file}: no such file") if args.model is None
+            else _existing(args.model, f"--model {args.model}: no such file"))
+    with NemotronModel(path, backend=args.backend, n_threads=args.threads) as model:
         hp = model.hparams
         if args.json:
             out = {
@@ -72,7 +138,7 @@ def _info(args: argparse.Namespace) -> int:
         print(f"weights      {model.weight_type}, {_format_bytes(model.weight_bytes)}"
               f"{', used in place from the mapped file' if model.uses_mmap else ''}"
               f"{f', {_format_bytes(model.repacked_bytes)} repacked for the CPU' if model.repacked_bytes else ''}")
-        print(f"backend      {model.backend}, {model.n_threads} threads")
+        print(f"backend      {model.backend}, {plural(model.n_threads, 'thread')}")
         print(f"encoder      {hp.n_layers} conformer layers, d_model {hp.d_model}, {hp.n_heads} heads, "
               f"d_ff {hp.d_ff}, conv kernel {hp.conv_kernel_size}, subsampling x{hp.subsampling_factor}")
         print(f"streaming    left context {hp.att_left_context}, right contexts "
@@ -91,11 +157,21 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writing(args: argparse.Namespace, write: Callable[[], Path]) -> Path:
+    """``write()``, its refusal to replace DST said in the command's terms."""
+    _existing(args.src, f"{args.src}: no such file")
+    try:
+        return write()
+    except FileExistsError:
+        raise FileExistsError(f"{args.dst} exists; pass --force to overwrite it") from None
+
+
 def _convert(args: argparse.Namespace) -> int:
     # Imported here: converting needs the optional gguf and PyYAML packages, the rest of the CLI does not.
     from .convert import convert_nemo
 
-    out = convert_nemo(args.src, args.dst, layout=args.layout, weight_type=args.weight_type, force=args.force)
+    out = _writing(args, lambda: convert_nemo(args.src, args.dst, layout=args.layout, weight_type=args.weight_type,
+                                              force=args.force))
     print(f"wrote {out} ({_format_bytes(out.stat().st_size)}, layout {args.layout}, {args.weight_type})")
     return 0
 
@@ -103,19 +179,30 @@ def _convert(args: argparse.Namespace) -> int:
 def _quantize(args: argparse.Namespace) -> int:
     from .quantize import quantize_gguf
 
-    out = quantize_gguf(args.src, args.dst, weight_type=args.weight_type, force=args.force)
+    out = _writing(args, lambda: quantize_gguf(args.src, args.dst, weight_type=args.weight_type, force=args.force))
     print(f"wrote {out} ({_format_bytes(out.stat().st_size)}, {args.weight_type})")
     return 0
 
 
 def _load(args: argparse.Namespace, announce_demo: bool = True) -> NemotronModel:
-    path = args.model or os.environ.get(MODEL_ENV)
-    if not path:
+    if args.model is not None:
+        path = _existing(args.model, f"--model {args.model}: no such file")
+    elif os.environ.get(MODEL_ENV):
+        path = os.environ[MODEL_ENV]
+        _existing(path, f"${MODEL_ENV} names {path}, which does not exist")
+    else:
         if announce_demo:
-            print(f"nemotron-cpp: no --model or ${MODEL_ENV}: using the demo model ({DEMO_DOMAIN.split(':')[0]} only)",
-                  file=sys.stderr)
-        path = demo_model_path(log=False)
+            _note(args, f"no --model or ${MODEL_ENV}: using the demo model ({DEMO_DOMAIN.split(':')[0]} only)")
+        path = str(demo_model_path(log=False))
     return NemotronModel(path, backend=args.backend, n_threads=args.threads)
+
+
+def _check_latency(model: NemotronModel, latency: Optional[int]) -> None:
+    """Refuses a --latency the model cannot run, in the option's words (the model's would say latency_ms)."""
+    frame_ms = model.frame_seconds * 1000
+    if latency is not None and abs(latency / frame_ms - round(latency / frame_ms)) > 1e-6:
+        raise ValueError(f"--latency must be a multiple of {frame_ms:g} ms, not {latency}; this model was trained "
+                         f"for {', '.join(map(str, model.latencies_ms))} ms")
 
 
 class _ProgressBar:
@@ -144,25 +231,56 @@ class _ProgressBar:
             self.out.flush()
 
 
+def _recognize(model: NemotronModel, path: str, args: argparse.Namespace, endpointing: Endpointing,
+               bar: Optional[_ProgressBar]) -> Transcript:
+    """One FILE (``-``: stdin, a file or raw PCM at --rate) through the model; warnings about it are shown
+    after its progress bar."""
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            audio: AudioInput = path
+            rate = None
+            if path == "-":
+                audio = sys.stdin.buffer.read()
+                rate = None if is_container(audio[:4]) else args.rate
+            return model.transcribe(audio, sample_rate=rate, latency_ms=args.latency, endpointing=endpointing,
+                                    progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+            for w in caught:
+                _show_warning(w.message, w.category, w.filename, w.lineno)
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     if len(args.files) > 1 and args.format in ("srt", "vtt") and args.output_dir is None:
         raise ValueError(f"{args.format} output of several files needs --output-dir")
-    show_progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.files.count("-") > 1:
+        raise ValueError("- (stdin) can be given once")
+    show_progress = not args.quiet and (sys.stderr.isatty() if args.progress is None else args.progress)
     endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance)
+    failed = 0
     with _load(args) as model:
-        results = []
+        _check_latency(model, args.latency)
+        results: List[Dict[str, Any]] = []
         for path in args.files:
-            bar = _ProgressBar(Path(path).name, sys.stderr) if show_progress else None
+            label = "stdin" if path == "-" else path
             try:
-                transcript = model.transcribe(path, latency_ms=args.latency, endpointing=endpointing, progress=bar)
-            finally:
-                if bar is not None:
-                    bar.close()
+                transcript = _recognize(model, path, args, endpointing,
+                                        _ProgressBar(Path(label).name, sys.stderr) if show_progress else None)
+            except (OSError, NemotronError, ValueError) as e:
+                # The file's error (naming the file, unless it already does), then the next file; the exit
+                # status says that one failed.
+                failed += 1
+                message = str(e) if path != "-" and path in str(e) else f"{label}: {e}"
+                _error(message)
+                if args.format == "json" and args.output_dir is None:
+                    results.append({"file": path, "error": message})
+                continue
             if args.output_dir is not None:
-                out = Path(args.output_dir) / f"{Path(path).stem}.{'txt' if args.format == 'text' else args.format}"
+                out = Path(args.output_dir) / f"{Path(label).stem}.{'txt' if args.format == 'text' else args.format}"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(format_transcript(transcript, args.format), encoding="utf-8")
-                print(f"wrote {out}", file=sys.stderr)
+                _note(args, f"wrote {out}")
             elif args.format == "json":
                 results.append({"file": path, **dataclasses.asdict(transcript)})
             else:
@@ -171,21 +289,37 @@ def _transcribe(args: argparse.Namespace) -> int:
                 sys.stdout.write(format_transcript(transcript, args.format))
         if results:
             print(json.dumps(results[0] if len(args.files) == 1 else results, ensure_ascii=False, indent=2))
-    return 0
+    return 1 if failed else 0
 
 
-def _stdin_pieces(rate: int, seconds: float) -> Iterator[bytes]:
+def _stdin_pieces(head: bytes, rate: int, seconds: float) -> Iterator[bytes]:
+    """Raw PCM from stdin, ``head`` (already read) first, in pieces of ``seconds`` as they arrive."""
     size = 2 * max(1, int(rate * seconds))
-    while True:
-        data = sys.stdin.buffer.read(size)
-        if not data:
-            return
+    data = head + sys.stdin.buffer.read(size - len(head))
+    while data:
         yield data[: len(data) - len(data) % 2]
+        data = sys.stdin.buffer.read(size)
 
 
-def _file_pieces(path: str, rate: int, seconds: float, pace: bool) -> Iterator[np.ndarray]:
+def _stdin_audio(rate: int, model_rate: int) -> Tuple[int, Callable[[float], Iterator[PCM]]]:
+    """What stdin holds: its sample rate and its pieces of a given length. A WAV stream is read as it
+    arrives (its header says the rate, channels and sample format); any other file libsndfile reads is
+    read whole and decoded; anything else is raw 16-bit mono PCM at ``rate``."""
+    stdin = sys.stdin.buffer
+    head = stdin.read(4)
+    if head == b"RIFF":
+        header = read_wav_header(stdin, head)
+        return header.sample_rate, lambda seconds: iter_wav_stream(
+            stdin, header, max(1, int(header.sample_rate * seconds)))
+    if is_container(head):
+        data = head + stdin.read()
+        return model_rate, lambda seconds: _file_pieces(data, model_rate, seconds, pace=False)
+    return rate, lambda seconds: _stdin_pieces(head, rate, seconds)
+
+
+def _file_pieces(source: AudioInput, rate: int, seconds: float, pace: bool) -> Iterator[np.ndarray]:
     start = time.monotonic()
-    for block, done, _ in iter_audio(path, None, rate, block_seconds=seconds):
+    for block, done, _ in iter_audio(source, None, rate, block_seconds=seconds):
         if pace:  # hand each piece over when it would have been recorded
             time.sleep(max(0.0, start + done - time.monotonic()))
         if block.size:
@@ -201,24 +335,28 @@ def _stream(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     audio, text = demo_sample()
     with _load(args, announce_demo=False) as model:
-        print(f"model: {Path(model.path).name} ({_format_bytes(model.file_size)}), trained on synthetic speech: "
-              f"{DEMO_DOMAIN}", file=sys.stderr)
-        print(f"audio: {audio.name}, a voice the model was not trained on, "
-              f"{'fed as fast as it is recognized' if args.no_pace else 'played in real time'} "
-              f"at {args.latency} ms latency", file=sys.stderr)
+        _note(args, f"model: {Path(model.path).name} ({_format_bytes(model.file_size)}), trained on synthetic "
+                    f"speech: {DEMO_DOMAIN}")
+        _note(args, f"audio: {audio.name}, a voice the model was not trained on, "
+                    f"{'fed as fast as it is recognized' if args.no_pace else 'played in real time'} "
+                    f"at {args.latency} ms latency")
         _live(model, str(audio), args)
-    print(f"expected: {' / '.join(text.splitlines())}", file=sys.stderr)
+    _note(args, f"expected: {' / '.join(text.splitlines())}")
     return 0
 
 
 def _live(model: NemotronModel, file: Optional[str], args: argparse.Namespace) -> None:
-    """Streams stdin PCM or a file (paced unless --no-pace) through the model, partials redrawn in place."""
+    """Streams stdin or a file (paced unless --no-pace) through the model, partials redrawn in place."""
+    _check_latency(model, args.latency)
     tty = sys.stdout.isatty()
     endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance)
-    stream = model.stream(args.latency, sample_rate=args.rate if file is None else None, endpointing=endpointing)
+    model_rate = model.hparams.sample_rate
+    if file is None:
+        rate, pieces = _stdin_audio(args.rate, model_rate)
+    else:
+        rate, pieces = model_rate, lambda seconds: _file_pieces(file, model_rate, seconds, not args.no_pace)
+    stream = model.stream(args.latency, sample_rate=rate, endpointing=endpointing)
     seconds = (stream.att_right_context + 1) * model.frame_seconds
-    pieces = (_stdin_pieces(args.rate, seconds) if file is None
-              else _file_pieces(file, model.hparams.sample_rate, seconds, not args.no_pace))
 
     def show(update: StreamUpdate) -> None:
         for segment in update.segments:
@@ -228,7 +366,7 @@ def _live(model: NemotronModel, file: Optional[str], args: argparse.Namespace) -
         sys.stdout.flush()
 
     with stream:
-        for piece in pieces:
+        for piece in pieces(seconds):
             show(stream.feed(piece))
         show(stream.finalize())
 
@@ -240,6 +378,8 @@ def _bench(args: argparse.Namespace) -> int:
     model = _load(args)
     load = time.perf_counter() - start
     with model:
+        for latency in args.latency or ():
+            _check_latency(model, latency)
         rate = model.hparams.sample_rate
         if args.file is not None:
             audio = decode_audio(args.file, out_rate=rate)
@@ -256,17 +396,29 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-m", "--model", help=f"the GGUF model file (default: ${MODEL_ENV}, else the demo model)")
-    parser.add_argument("--backend", default="auto", help="auto, cpu, gpu or gpu:N (default: auto)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per physical core)")
+def _add_model_options(parser: argparse.ArgumentParser,
+                       model_help: str = f"the GGUF model file (default: ${MODEL_ENV}, else the demo model)") -> None:
+    parser.add_argument("-m", "--model", help=model_help)
+    parser.add_argument("--backend", type=_BACKEND, default="auto", help="auto, cpu, gpu or gpu:N (default: auto)")
+    parser.add_argument("--threads", type=_THREADS, default=None, metavar="N",
+                        help="CPU threads (default: one per physical core)")
+    _add_quiet_option(parser)
+
+
+def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no notices on stderr (which model, progress, files written, warnings); errors still")
+
+
+def _add_latency_option(parser: argparse.ArgumentParser, default: Optional[int], text: str) -> None:
+    parser.add_argument("--latency", type=_LATENCY, default=default, metavar="MS", help=text)
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     defaults = Endpointing()
-    parser.add_argument("--silence", type=float, default=defaults.silence, metavar="SECONDS",
+    parser.add_argument("--silence", type=_SECONDS, default=defaults.silence, metavar="SECONDS",
                         help=f"silence after speech that ends an utterance (default: {defaults.silence})")
-    parser.add_argument("--min-utterance", type=float, default=defaults.min_utterance, metavar="SECONDS",
+    parser.add_argument("--min-utterance", type=_SECONDS_OR_ZERO, default=defaults.min_utterance, metavar="SECONDS",
                         help=f"shortest utterance the silence may end (default: {defaults.min_utterance})")
 
 
@@ -281,20 +433,24 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a model file, or this system without one",
                           description="Describe a model file, or without one the engine build and this system.")
-    info.add_argument("model", nargs="?", help="a GGUF model file of either layout")
-    info.add_argument("--backend", default="auto", help="auto, cpu, gpu or gpu:N (default: auto)")
-    info.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per physical core)")
+    info.add_argument("model_file", nargs="?", metavar="MODEL", help="a GGUF model file of either layout")
+    _add_model_options(info, model_help="the model file, the same as MODEL")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--vocab", action="store_true", help="also list the vocabulary")
     info.set_defaults(run=_info)
 
     transcribe = sub.add_parser(
         "transcribe", help="transcribe audio files",
-        description="Transcribe audio files (WAV, FLAC, OGG, MP3 where libsndfile has it; any rate, any channels).")
-    transcribe.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+        description="Transcribe audio files (WAV, FLAC, OGG, MP3 where libsndfile has it; any rate, any channels). "
+                    "A file that cannot be read is reported on stderr and the others are still transcribed; the "
+                    "exit status is then 1, and with --format json the file's entry is {\"file\", \"error\"}.",
+        epilog="example: sox talk.mp3 -t wav - | nemotron-cpp transcribe -")
+    transcribe.add_argument("files", nargs="+", metavar="FILE",
+                            help="audio files; - reads stdin (a file, or raw 16-bit mono PCM at --rate)")
     _add_model_options(transcribe)
-    transcribe.add_argument("--latency", type=int, default=None, metavar="MS",
-                            help="attention chunk: 80, 160, 560 or 1120 ms (default: 1120, the most accurate)")
+    _add_latency_option(transcribe, None, "attention chunk: 80, 160, 560 or 1120 ms (default: 1120, the most accurate)")
+    transcribe.add_argument("--rate", type=_RATE, default=None, metavar="HZ",
+                            help="sample rate of raw PCM on stdin (default: 16000; a file carries its own)")
     transcribe.add_argument("-f", "--format", choices=tuple(FORMATS), default="text",
                             help="text (a line per segment), json, srt or vtt (default: text)")
     transcribe.add_argument("-o", "--output-dir", metavar="DIR", help="write FILE's stem + .txt/.json/.srt/.vtt here")
@@ -307,15 +463,15 @@ def _parser() -> argparse.ArgumentParser:
 
     stream = sub.add_parser(
         "stream", help="live transcription of stdin or of a file played in real time",
-        description="Stream audio through the model: raw 16-bit little-endian mono PCM from stdin, or a file "
-                    "paced in real time. Partials are redrawn in place on a terminal; each finished utterance "
-                    "is printed on its own line.",
+        description="Stream audio through the model: stdin (a WAV stream as it arrives, another audio file, or "
+                    "raw 16-bit little-endian mono PCM), or a file paced in real time. Partials are redrawn in "
+                    "place on a terminal; each finished utterance is printed on its own line.",
         epilog="example: arecord -q -f S16_LE -r 16000 -c 1 | nemotron-cpp stream -m model.gguf")
-    stream.add_argument("file", nargs="?", metavar="FILE", help="an audio file (default: PCM from stdin)")
+    stream.add_argument("file", nargs="?", metavar="FILE", help="an audio file (default: stdin)")
     _add_model_options(stream)
-    stream.add_argument("--latency", type=int, default=160, metavar="MS",
-                        help="chunk latency: 80, 160, 560 or 1120 ms (default: 160)")
-    stream.add_argument("--rate", type=int, default=16000, help="sample rate of the PCM on stdin (default: 16000)")
+    _add_latency_option(stream, 160, "chunk latency: 80, 160, 560 or 1120 ms (default: 160)")
+    stream.add_argument("--rate", type=_RATE, default=16000, metavar="HZ",
+                        help="sample rate of raw PCM on stdin (default: 16000; a WAV stream carries its own)")
     stream.add_argument("--no-pace", action="store_true", help="feed FILE as fast as it is recognized")
     _add_endpoint_options(stream)
     stream.set_defaults(run=_stream)
@@ -325,8 +481,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Stream the recording that ships with the package through the built-in demo model (or "
                     "--model), paced in real time, partials redrawn in place; then print the text it should give.")
     _add_model_options(demo)
-    demo.add_argument("--latency", type=int, default=160, metavar="MS",
-                      help="chunk latency: 80, 160, 560 or 1120 ms (default: 160)")
+    _add_latency_option(demo, 160, "chunk latency: 80, 160, 560 or 1120 ms (default: 160)")
     demo.add_argument("--no-pace", action="store_true", help="feed the sample as fast as it is recognized")
     _add_endpoint_options(demo)
     demo.set_defaults(run=_demo, rate=16000)
@@ -338,9 +493,9 @@ def _parser() -> argparse.ArgumentParser:
                     "peak memory as a markdown table.")
     bench.add_argument("file", nargs="?", metavar="FILE", help="an audio file (default: generated audio)")
     _add_model_options(bench)
-    bench.add_argument("--latency", type=int, action="append", metavar="MS",
+    bench.add_argument("--latency", type=_LATENCY, action="append", metavar="MS",
                        help="a latency to measure; repeat for several (default: every one the model has)")
-    bench.add_argument("--seconds", type=float, default=30.0, help="length of the generated audio (default: 30)")
+    bench.add_argument("--seconds", type=_SECONDS, default=30.0, help="length of the generated audio (default: 30)")
     bench.set_defaults(run=_bench)
 
     types = ", ".join(FILE_TYPES)
@@ -353,6 +508,7 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--type", dest="weight_type", choices=tuple(FILE_TYPES), default="f32", metavar="TYPE",
                          help=f"weight type: {types} (default: f32)")
     convert.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    _add_quiet_option(convert)
     convert.set_defaults(run=_convert)
 
     quantize = sub.add_parser("quantize", help="change the weight type of a GGUF model",
@@ -362,6 +518,7 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("--type", dest="weight_type", choices=tuple(FILE_TYPES), required=True, metavar="TYPE",
                           help=f"weight type: {types}")
     quantize.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    _add_quiet_option(quantize)
     quantize.set_defaults(run=_quantize)
     return parser
 
@@ -369,13 +526,28 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``nemotron-cpp`` console script."""
     args = _parser().parse_args(argv)
-    try:
-        return int(args.run(args))
-    except (OSError, NemotronError, ValueError, TypeError, ImportError) as e:
-        print(f"nemotron-cpp: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        if args.quiet:
+            warnings.simplefilter("ignore")
+        try:
+            status = int(args.run(args))
+            sys.stdout.flush()  # here, so that a reader gone away is noticed here
+            return status
+        except BrokenPipeError:
+            # The reader went away (| head): stop quietly, as Unix tools do. Python's own flush of stdout at
+            # exit would fail again, so stdout goes to /dev/null.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
+        except OSError as e:
+            # Without "[Errno 2]": the file and what is wrong with it.
+            _error(f"{e.filename}: {e.strerror[0].lower()}{e.strerror[1:]}" if e.filename and e.strerror else str(e))
+            return 1
+        except (NemotronError, ValueError, TypeError, ImportError) as e:
+            _error(str(e))
+            return 1
+        except KeyboardInterrupt:
+            return 130
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ not to transcribe general English.
 
 from __future__ import annotations
 
-import logging
+import warnings
 from pathlib import Path
 
-__all__ = ["DEMO_DOMAIN", "demo_model_path", "demo_sample", "word_error_rate"]
+__all__ = ["DEMO_DOMAIN", "DemoModelWarning", "demo_model_path", "demo_sample", "word_error_rate"]
 
 _DATA = Path(__file__).parent / "data"
 
@@ -23,18 +23,26 @@ DEMO_DOMAIN = ("smart-home voice commands: timers, alarms and clock times, light
                "temperatures, music and volume, doors and blinds, phone numbers read digit by digit, "
                "a shopping list")
 
-_log = logging.getLogger("nemotron_cpp")
+
+
+class DemoModelWarning(UserWarning):
+    """No model file was given, so the built-in demo model is used: it knows only ``DEMO_DOMAIN``.
+    Silence it with ``warnings.filterwarnings("ignore", category=nemotron_cpp.DemoModelWarning)``."""
 
 
 def demo_model_path(log: bool = True) -> Path:
-    """The demo model's GGUF file; with ``log`` a warning says that this model is the demo one."""
+    """The demo model's GGUF file; with ``log`` a :class:`DemoModelWarning` says that this model is the
+    demo one (a warning, not a log record, so that it shows without logging set up and one filter
+    silences it)."""
     path = _DATA / "demo.q8_0.gguf"
     if not path.is_file():
         raise FileNotFoundError(f"the demo model is not installed ({path} is missing); pass a model file")
     if log:
-        _log.warning("no model file given: using the built-in demo model (%s), which knows only %s. "
-                     "Pass a GGUF file of nemotron-speech-streaming-en-0.6b for general English.",
-                     path.name, DEMO_DOMAIN.split(":")[0])
+        # stacklevel 3: the line that called NemotronModel() without a path.
+        warnings.warn(DemoModelWarning(
+            f"no model file given: using the built-in demo model ({path.name}), which knows only "
+            f"{DEMO_DOMAIN.split(':')[0]}. Pass a GGUF file of nemotron-speech-streaming-en-0.6b for general "
+            f"English."), stacklevel=3)
     return path
 
 

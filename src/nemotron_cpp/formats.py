@@ -1,4 +1,4 @@
-"""Transcripts as text, JSON, SubRip (SRT) and WebVTT."""
+"""Transcripts as text, JSON, SubRip (SRT) and WebVTT; counts in words for the command line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from typing import Any, Callable, Dict
 
 from .results import Transcript
 
-__all__ = ["FORMATS", "format_transcript"]
+__all__ = ["FORMATS", "format_transcript", "plural"]
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 thread"``, ``"2 threads"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _clock(seconds: float, separator: str) -> str:

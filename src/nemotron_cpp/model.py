@@ -49,8 +49,8 @@ class NemotronModel:
     path:
         A GGUF file: the nemotron-asr.cpp port's layout (``general.architecture = "nemo"``) or
         NVIDIA's (``"asr"``), in f32, f16, q8_0, q4_0 or another ggml type. ``None`` loads the
-        small demo model that ships in the package (logged as a warning: it knows only a narrow
-        domain of voice commands, see ``nemotron_cpp.demo``).
+        small demo model that ships in the package (a ``DemoModelWarning`` says so: it knows only a
+        narrow domain of voice commands, see ``nemotron_cpp.demo``).
     backend:
         ``"auto"`` (a GPU if the build has one and one is found, else the CPU), ``"cpu"``,
         ``"gpu"`` or ``"gpu:N"``.

@@ -7,7 +7,8 @@ The tensors the layout's converter gives the file's weight type (layout A: the c
 matrices; layout B: every Linear weight) are decoded and stored again in the new type, F16 where their
 rows are not whole blocks of it; every other tensor is copied byte for byte, and so is every metadata
 key except ``general.file_type``, which records the new type. Any type the writer supports can go to any
-other; a tensor already of the target type is copied, not quantized again.
+other; a tensor already of the target type is copied, not quantized again. Quantizing weights that
+are already quantized (q8_0 to q4_0, say) warns with a :class:`RequantizationWarning`.
 
 Needs the ``gguf`` package (``pip install 'nemotron-cpp[convert]'``).
 """
@@ -16,19 +17,28 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Set, Union
 
 import numpy as np
 
 from .errors import ModelFileError, UnsupportedModelError
 from .gguf_layout import FILE_TYPES, KV, FileTensor, check_output, import_gguf, tensor_type, weight_tensor, write_gguf
 
-__all__ = ["quantize_gguf"]
+__all__ = ["RequantizationWarning", "quantize_gguf"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 _PLANAR = "tensor_planar_v1"
+
+# Weight types that hold the trained values (to their precision): quantizing from them is the first rounding.
+_UNQUANTIZED = ("F32", "F16", "BF16")
+
+
+class RequantizationWarning(UserWarning):
+    """Already quantized weights are being quantized again: the result carries the rounding error of
+    both types, more than quantizing the f32/f16/bf16 model to the target type once."""
 
 
 def _field_value(gguf: Any, field: Any) -> KV:
@@ -112,6 +122,7 @@ def quantize_gguf(src: PathLike, dst: PathLike, *, weight_type: str, force: bool
 
     target = gguf.GGMLQuantizationType[weight_type.upper()]
     plan: List[FileTensor] = []
+    requantized: Set[str] = set()
     for t in reader.tensors:
         shape = tuple(int(n) for n in reversed(t.shape.tolist()))  # PyTorch order
         qtype = t.tensor_type
@@ -122,7 +133,14 @@ def quantize_gguf(src: PathLike, dst: PathLike, *, weight_type: str, force: bool
             entry.raw = np.asarray(t.data)
         else:
             entry.make = lambda t=t, shape=shape: _decode(gguf, t, shape)
+            if t.tensor_type.name not in _UNQUANTIZED and qtype.name not in _UNQUANTIZED:
+                requantized.add(t.tensor_type.name.lower())
         plan.append(entry)
+    if requantized:
+        warnings.warn(RequantizationWarning(
+            f"{src.name}'s weights are already quantized ({', '.join(sorted(requantized))}): quantizing them to "
+            f"{weight_type} decodes and rounds them again, so the result carries both types' error; quantize "
+            f"the f32, f16 or bf16 model to {weight_type} for the best {weight_type} file"), stacklevel=2)
     return write_gguf(dst, kv, plan)
 
 

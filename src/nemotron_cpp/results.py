@@ -2,7 +2,8 @@
 
 Times are seconds from the start of the audio, taken from the encoder frame that emitted each
 token (one frame per 80 ms for this model family): a token emitted at frame ``t`` has
-``start = t * frame_seconds`` and ``end = start + frame_seconds``, clipped to the audio's length.
+``start = t * frame_seconds`` and ``end = start + frame_seconds``, clipped to the audio's length and
+rounded to the millisecond (``1.68``, not ``1.6800000000000002``); ``Transcript.duration`` too.
 
 ``confidence`` is the softmax probability the joint network gave the emitted token, over the
 whole vocabulary and the blank, at the step that emitted it (NeMo's "max_prob" measure before its

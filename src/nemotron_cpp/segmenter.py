@@ -21,6 +21,12 @@ __all__ = ["Endpointing", "Segmenter", "transcript_of"]
 _WORD_START = "\u2581"
 
 
+def _ms(seconds: float) -> float:
+    """A time rounded to the millisecond: frame counts times 0.08 are not exact in binary, and results
+    should read 1.68, not 1.6800000000000002."""
+    return round(seconds, 3)
+
+
 @dataclass(frozen=True)
 class Endpointing:
     """When an utterance ends; see the module's description. Times in seconds."""
@@ -42,7 +48,7 @@ def transcript_of(vocabulary: Sequence[str], segments: Sequence[Segment], durati
     tokenizer decodes it."""
     tokens = tuple(t for s in segments for t in s.tokens)
     return Transcript(text=detokenize(vocabulary, [t.id for t in tokens]), segments=tuple(segments), tokens=tokens,
-                      words=tuple(w for s in segments for w in s.words), duration=duration)
+                      words=tuple(w for s in segments for w in s.words), duration=_ms(duration))
 
 
 class Segmenter:
@@ -110,7 +116,7 @@ class Segmenter:
             if self._utterance and self._ends(self._utterance[-1].frame, f):
                 segments.append(self._close(words))
             start = min(f * step, duration)
-            token = Token(id=i, text=self._vocabulary[i], start=start, end=min(start + step, duration),
+            token = Token(id=i, text=self._vocabulary[i], start=_ms(start), end=_ms(min(start + step, duration)),
                           confidence=p, frame=f)
             if self._word and token.text.startswith(_WORD_START):
                 words.append(self._finish_word())

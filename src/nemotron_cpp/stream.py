@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 import numpy as np
 
 from . import _lib
-from .audio import Resampler, check_sample_rate, pcm16_bytes, to_mono_float
+from .audio import LevelCheck, Resampler, check_sample_rate, live_samples
 from .results import Segment, Token, Transcript, Word
 from .segmenter import Endpointing, Segmenter, transcript_of
 from .text import detokenize
@@ -81,6 +81,7 @@ class Stream:
         self.chunking = chunking
         self.att_right_context = _lib.stream_right_context(self._handle)
         self._segmenter = Segmenter(model.vocabulary, model.frame_seconds, endpointing)
+        self._level = LevelCheck()  # one warning per stream about float audio far outside [-1, 1]
         self._start_over()
 
     def _start_over(self) -> None:
@@ -111,7 +112,7 @@ class Stream:
         if sample_rate is not None and check_sample_rate(sample_rate) != self.sample_rate:
             raise ValueError(f"this stream takes {self.sample_rate} Hz audio, not {sample_rate} Hz; "
                              f"give the rate to model.stream(sample_rate=...)")
-        self._push(self._resampler(to_mono_float(pcm if isinstance(pcm, np.ndarray) else pcm16_bytes(pcm))))
+        self._push(self._resampler(self._level(live_samples(pcm))))
 
     def _push(self, audio: np.ndarray) -> None:
         if audio.size:
