@@ -128,3 +128,37 @@ def test_c_detokenize_matches_python(tmp_path: Path) -> None:
             ids = rng.integers(-2, 131, size=n % 40).tolist()  # the blank (128) and ids out of range too
             assert _lib.detokenize(model._handle, ids).decode("utf-8", errors="replace") == detokenize(pieces, ids)
         assert _lib.detokenize(model._handle, [11 - 1, 11, 12]) == "€".encode()
+
+
+def test_header_usage_example_compiles_and_transcribes(build: Path, tmp_path: Path) -> None:
+    """The 15-line example at the top of the header, as written, in a program: it gives the text
+    the package gives for the same stream."""
+    header = REPO / "vendor" / "nemotron-asr.cpp" / "include" / "nemotron-asr.h"
+    lines = header.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(" * Usage")) + 2
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith(" * Conventions")) - 1
+    example = "\n".join(line[len(" *     "):] for line in lines[start:end])
+    assert 14 <= len(lines[start:end]) <= 16 and "nemotron_detokenize" in example
+    program = tmp_path / "example.c"
+    program.write_text(
+        '#include "nemotron-asr.h"\n#include <stdio.h>\n\nint main(void) {\n'
+        '    static float samples[16000 * 30];\n'
+        '    FILE * f = fopen("samples.f32", "rb");\n'
+        '    size_t n_samples = fread(samples, sizeof(float), sizeof samples / sizeof(float), f);\n'
+        f'    fclose(f);\n{example}\n    return 0;\n}}\n')
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler is not None
+    out = subprocess.run([compiler, "-std=c11", "-Wall", "-Werror", "-o", str(tmp_path / "example"), str(program),
+                          f"-I{header.parent}", f"-L{build}", "-lnemotron-asr", f"-Wl,-rpath,{build}",
+                          f"-Wl,-rpath,{SITE / 'lib'}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    audio, _ = demo_sample()
+    samples, _ = soundfile.read(audio, dtype="float32")
+    samples.tofile(tmp_path / "samples.f32")
+    (tmp_path / "model.gguf").symlink_to(demo_model_path(log=False))
+    out = subprocess.run([str(tmp_path / "example")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    with NemotronModel(tmp_path / "model.gguf") as model, model.stream(endpointing=False) as stream:
+        stream.feed(samples)
+        text = stream.finalize().text
+    assert text and out.stdout == text + "\n"

@@ -1,15 +1,19 @@
-"""The default thread count honours the CPUs this process may use: its affinity mask and its
-cgroup's CPU quota, as containers and `taskset` set them."""
+"""Threads on a shared machine: the default count honours the CPUs this process may use (its
+affinity mask and its cgroup's CPU quota, as `taskset` and containers set them), and each chunk
+uses fewer while other processes keep the CPUs busy."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator, Optional
 
+import numpy as np
 import pytest
 
 from nemotron_cpp import NemotronModel
@@ -76,3 +80,29 @@ def test_cgroup_quota_limits_the_default(fixtures_dir: Path, one_cpu_cgroup: Pat
     assert default_threads(model, enter) == 1
     with NemotronModel(model, n_threads=2) as given:  # an explicit count is the caller's choice
         assert given.n_threads == 2
+
+
+@needs_two_cpus
+def test_fewer_threads_while_other_processes_keep_the_cpus_busy(fixtures_dir: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """ggml's workers wait for each other after every operation: with a busy loop on every CPU the
+    engine computes each chunk with one thread, and with all of them again once the CPUs are free."""
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    caplog.set_level(logging.DEBUG, logger="nemotron_cpp")
+    with NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf", n_threads=2) as model, \
+            model.stream(80, endpointing=False) as stream:
+        stream.feed(audio)
+        assert not [r for r in caplog.records if "computing with" in r.getMessage()]
+        loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in CPUS]
+        try:
+            time.sleep(0.5)
+            stream.feed(audio)
+        finally:
+            for loop in loops:
+                loop.kill()
+                loop.wait()
+        time.sleep(0.05)  # the engine looks at the load at most every 10 ms
+        stream.feed(audio)
+    messages = [r.getMessage() for r in caplog.records if "computing with" in r.getMessage()]
+    assert messages[0] == "other tasks are using the CPUs: computing with 1 of 2 threads"
+    assert messages[-1] == "the CPUs are free again: computing with 2 of 2 threads"

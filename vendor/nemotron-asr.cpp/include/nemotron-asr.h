@@ -154,8 +154,10 @@ struct nemotron_context_params {
     size_t           struct_size;
     nemotron_backend backend;
     int              gpu_device; /* with NEMOTRON_BACKEND_GPU: index among GPU devices */
-    int              n_threads;  /* 0: the physical cores this process may use: its CPU affinity
-                                    and its cgroup's CPU quota (containers) both count        */
+    int              n_threads;  /* the most threads a chunk computes with; 0: the physical cores
+                                    this process may use (its CPU affinity and its cgroup's CPU
+                                    quota both count). Fewer while other processes keep CPUs
+                                    busy: ggml's threads wait for each other at every operation */
     bool             use_mmap;   /* map the file and use the weights in place where the device allows */
 };
 

@@ -1,6 +1,8 @@
 #include "encoder.h"
 
+#include "cpu_budget.h"
 #include "error.h"
+#include "log.h"
 #include "q8_0_matmul.h"
 
 #include "ggml-cpu.h"
@@ -69,8 +71,14 @@ void encoder_cache::make_room(int n) {
 
 // ---- graph ------------------------------------------------------------------------------
 
-encoder::encoder(const model & m, ggml_backend_t backend)
-    : m_(m), backend_(backend), q8_0_kernel_(q8_0_matmul_available() && ggml_backend_is_cpu(backend)) {
+encoder::encoder(const model & m, ggml_backend_t backend, int n_threads)
+    : m_(m),
+      backend_(backend),
+      set_n_threads_(reinterpret_cast<ggml_backend_set_n_threads_t>(ggml_backend_reg_get_proc_address(
+          ggml_backend_dev_backend_reg(ggml_backend_get_device(backend)), "ggml_backend_set_n_threads"))),
+      threads_(set_n_threads_ != nullptr ? n_threads : 1), // a backend without threads is left alone
+      threads_now_(n_threads),
+      q8_0_kernel_(q8_0_matmul_available() && ggml_backend_is_cpu(backend)) {
     alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend));
     if (alloc_ == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "cannot create the graph allocator");
 }
@@ -404,6 +412,16 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
     const int left = jobs[0].cache->left;
     const int n_kv = left + n_q;
     for (const encoder_job & job : jobs) job.cache->make_room(n_q);
+
+    // Chosen before any graph of this chunk runs (a new geometry's positions are projected first).
+    const int n_threads = threads_.threads();
+    if (set_n_threads_ != nullptr && n_threads != threads_now_) {
+        log(NEMOTRON_LOG_DEBUG, n_threads < threads_.max() ? "other tasks are using the CPUs: computing with %d of %d threads"
+                                                           : "the CPUs are free again: computing with %d of %d threads",
+            n_threads, threads_.max());
+        threads_now_ = n_threads;
+        set_n_threads_(backend_, n_threads);
+    }
 
     // With one frame per stream the products are bound by reading the weights, where ggml's
     // one-column kernel is the faster; choosing by the stream's frames, not the batch size,

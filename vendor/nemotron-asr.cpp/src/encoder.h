@@ -13,6 +13,7 @@
 // it would be alone.
 #pragma once
 
+#include "cpu_budget.h"
 #include "model.h"
 
 #include "ggml-alloc.h"
@@ -58,7 +59,8 @@ struct encoder_job {
 
 class encoder {
 public:
-    encoder(const model & m, ggml_backend_t backend);
+    // n_threads: the most CPU threads a chunk may use (fewer while other processes keep CPUs busy).
+    encoder(const model & m, ggml_backend_t backend, int n_threads);
     ~encoder();
     encoder(const encoder &) = delete;
     encoder & operator=(const encoder &) = delete;
@@ -118,6 +120,9 @@ private:
 
     const model & m_;
     ggml_backend_t backend_;
+    ggml_backend_set_n_threads_t set_n_threads_; // null for backends without threads
+    thread_budget threads_;
+    int threads_now_;                             // what the backend computes with
     bool q8_0_kernel_;       // this CPU runs our own q8_0 kernel (x86 with AVX-512 VNNI)
     bool q8_0_now_ = false;  // ... and the chunk being built uses it
     ggml_gallocr_t alloc_;

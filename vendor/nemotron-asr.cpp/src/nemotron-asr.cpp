@@ -2,6 +2,7 @@
 // and a thread-local message.
 #include "nemotron-asr.h"
 
+#include "cpu_budget.h"
 #include "error.h"
 #include "hparams_check.h"
 #include "log.h"

@@ -19,7 +19,7 @@ stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, const 
       keep_trace_(keep_trace),
       backend_(start_backend(device, n_threads)),
       frontend_(m),
-      encoder_(m, backend_),
+      encoder_(m, backend_, n_threads),
       cache_(m, device),
       decoder_(weights) {}
 

@@ -1,8 +1,8 @@
 // C-level tests of the engine: the cgroup CPU quota reader on stand-in /proc and /sys trees, the
-// hyperparameter table, detokenization, log routing beside another ggml user, and stream
-// lifetimes. `test_engine [MODEL.gguf]`: without a model the tests that load one are skipped.
+// thread count under load, the hyperparameter table, detokenization, log routing beside another
+// ggml user, and stream lifetimes. `test_engine [MODEL.gguf]`: without a model the tests that load one are skipped.
+#include "cpu_budget.h"
 #include "nemotron-asr.h"
-#include "system_info.h"
 #include "text.h"
 
 #include "ggml.h"
@@ -73,6 +73,23 @@ static void test_cgroup_v1_container() {
     CHECK(nemotron::cgroup_cpu_limit(root.string()) == 0.0);
     fs::remove_all(root);
     CHECK(nemotron::cgroup_cpu_limit(root.string()) == 0.0); // nothing readable: no limit
+}
+
+static void test_threads_for_load() {
+    // 2 CPUs: the caller alone, or with its idle worker, computes with both.
+    CHECK(nemotron::threads_for_load(2, 2, 1, 1) == 2);
+    CHECK(nemotron::threads_for_load(2, 2, 2, 2) == 2);
+    // One or two busy processes beside it leave it one thread; never fewer than one.
+    CHECK(nemotron::threads_for_load(2, 2, 2, 1) == 1);
+    CHECK(nemotron::threads_for_load(2, 2, 4, 2) == 1);
+    // Another of this process's computations (beyond the caller and its one worker) is load too.
+    CHECK(nemotron::threads_for_load(2, 2, 4, 4) == 1);
+    // 16 CPUs, 5 busy elsewhere: 11 are free.
+    CHECK(nemotron::threads_for_load(16, 16, 6, 1) == 11);
+    CHECK(nemotron::threads_for_load(8, 16, 6, 1) == 8);
+    nemotron::thread_budget one(1), four(4);
+    CHECK(one.threads() == 1);
+    CHECK(four.threads() >= 1 && four.threads() <= 4);
 }
 
 // ---- hyperparameters ----------------------------------------------------------------------
@@ -196,6 +213,7 @@ static void test_stream_outlives_context(const char * model) {
 int main(int argc, char ** argv) {
     test_cgroup_v2();
     test_cgroup_v1_container();
+    test_threads_for_load();
     test_check_hparams();
     test_detokenize();
     if (argc > 1 && argv[1][0] != '\0') {
