@@ -24,7 +24,6 @@ DEMO_DOMAIN = ("smart-home voice commands: timers, alarms and clock times, light
                "a shopping list")
 
 
-
 class DemoModelWarning(UserWarning):
     """No model file was given, so the built-in demo model is used: it knows only ``DEMO_DOMAIN``.
     Silence it with ``warnings.filterwarnings("ignore", category=nemotron_cpp.DemoModelWarning)``."""

@@ -99,8 +99,7 @@ class Stream:
         model's 16 kHz); one stream takes one rate. Bytes are 16-bit little-endian mono PCM.
         """
         self.push(pcm, sample_rate)
-        handle = self._live()  # the stream's message first: its model was closed
-        _lib.streams_run(self._model._live(), [handle])
+        _lib.streams_run(self._model._live(), [self._live()])
         return self._update(final=False)
 
     def push(self, pcm: PCM, sample_rate: Optional[int] = None) -> None:
@@ -123,8 +122,7 @@ class Stream:
         """Ends the audio: runs what remains, as NeMo does at the end of a stream, and ends the
         last utterance. ``reset()`` then readies the stream for new audio."""
         self._end()
-        handle = self._live()  # the stream's message first: its model was closed
-        _lib.streams_run(self._model._live(), [handle])
+        _lib.streams_run(self._model._live(), [self._live()])
         return self._update(final=True)
 
     def _end(self) -> None:
