@@ -17,6 +17,8 @@ import nemotron_cpp
 from nemotron_cpp import NemotronModel, testing
 from nemotron_cpp.demo import demo_model_path, demo_sample
 
+pytestmark = pytest.mark.build  # every test here uses the CMake build of the engine
+
 REPO = Path(__file__).resolve().parents[1]
 SITE = Path(nemotron_cpp.__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -7,6 +7,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 import nemotron_cpp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +38,7 @@ def test_installed_library_has_no_build_paths() -> None:
     assert (PACKAGE / "data" / "demo.q8_0.gguf").exists() and (PACKAGE / "data" / "demo-sample.flac").exists()
 
 
+@pytest.mark.build
 def test_sdist_builds_and_installs(tmp_path: Path, fixtures_dir: Path) -> None:
     subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path / "dist"), str(REPO)],
                    check=True, capture_output=True, text=True)

@@ -34,9 +34,9 @@ MANIFESTS = {name: json.loads((path / "manifest.json").read_text()) for name, pa
 MANIFEST = MANIFESTS["tiny"]
 REFERENCE = REFERENCES["tiny"]
 CHUNKING = {"offline": "offline", "stream": "stream", "stream_pad": "stream_padded"}
-# float32 against float32 in another summation order: NeMo's streaming and offline encoders
-# agree with each other to ~1e-6 (tests/test_reference_fixtures.py checks 1e-4); the issue allows 1e-3.
-ENCODER_TOLERANCE = 1e-3
+# float32 against float32 in another summation order: measured 1.1e-5 at most on the tiny sets
+# (outputs up to 5), 1.2e-5 at full size (outputs up to 3.7); about four times that as the bound.
+ENCODER_TOLERANCE = 5e-5
 # Probabilities from logits that carry the encoder's ~1e-5 error; measured on the tiny set: 1.3e-6.
 CONFIDENCE_TOLERANCE = 1e-5
 
@@ -135,13 +135,6 @@ def test_log_mel(reference_model: NemotronModel, clips: Dict[str, Dict[str, Any]
         np.testing.assert_allclose(mel, ref, rtol=0, atol=5e-4, err_msg=name)
 
 
-@pytest.mark.slow
-def test_full_size_references_exist() -> None:
-    if "full" not in REFERENCES:
-        pytest.skip(f"no full-size references in {FULL}: make them with scripts/make_reference.py "
-                    "(scripts/README.md) or point NEMOTRON_FULL_REFERENCE at them")
-
-
 @pytest.mark.parametrize("ref_name,clip_name,case", cases())
 def test_matches_nemo(fixtures_dir: Path, models_dir: Path, ref_name: str, clip_name: str, case: str) -> None:
     clip = _clips(ref_name)[clip_name]
@@ -186,9 +179,10 @@ def test_piece_sizes_do_not_matter(reference_model: NemotronModel, clips: Dict[s
             np.testing.assert_array_equal(s.tokens, expected, err_msg=f"{len(cuts) + 1} pieces")
 
 
-@pytest.mark.parametrize("weight_type,least", [("q8_0", 0.95), ("q4_0", None)])
+# Measured: q8_0 96.9 % of 8023 decisions, q4_0 66.9 % (4-bit weights on a random model of near-ties).
+@pytest.mark.parametrize("weight_type,least", [("q8_0", 0.95), ("q4_0", 0.60)])
 def test_quantized_models_agree(reference_model: NemotronModel, clips: Dict[str, Dict[str, Any]],
-                                fixtures_dir: Path, tmp_path: Path, weight_type: str, least: Any) -> None:
+                                fixtures_dir: Path, tmp_path: Path, weight_type: str, least: float) -> None:
     """Quantized encoders against f32. A random-weight model decodes in near-ties (NeMo's own
     trace margins go down to ~1e-3) and one flipped label changes everything after it, so the
     token sequences are compared for the record, and the assertion is on the decisions: the
@@ -210,5 +204,4 @@ def test_quantized_models_agree(reference_model: NemotronModel, clips: Dict[str,
     decision_agreement, token_agreement = same_decisions / decisions, 1 - token_errors / tokens
     print(f"\n{weight_type}: {decision_agreement:.1%} of {decisions} joint decisions and "
           f"{token_agreement:.1%} of {tokens} tokens (1 - edit distance) agree with f32")
-    if least is not None:
-        assert decision_agreement >= least
+    assert decision_agreement >= least
