@@ -1,9 +1,11 @@
 #include "encoder.h"
 
-#include "cpu_budget.h"
+#include "conformer.h"
 #include "error.h"
 #include "log.h"
 #include "q8_0_matmul.h"
+#include "subsampling.h"
+#include "system_info.h"
 
 #include "ggml-cpu.h"
 
@@ -13,74 +15,19 @@
 
 namespace nemotron {
 
-// NeMo's LayerNorm epsilon.
-static const float kLayerNormEps = 1e-5f;
-
-int subsampled_length(const nemotron_hparams & hp, int n_frames) {
-    // Each causal stride-2 stage pads kernel-1 = 2 on the left and stride-1 = 1 on the right.
-    for (int f = hp.subsampling_factor; f > 1; f /= 2) n_frames = n_frames / 2 + 1;
-    return n_frames;
-}
-
-// ---- cache ------------------------------------------------------------------------------
-
-encoder_cache::encoder_cache(const model & m, ggml_backend_dev_t device) {
-    const nemotron_hparams & hp = m.hparams;
-    ggml_init_params ip = {ggml_tensor_overhead() * size_t(3 * hp.n_layers + 1), nullptr, true};
-    ctx_ = ggml_init(ip);
-    if (ctx_ == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "out of memory");
-    left = std::max(hp.att_left_context, 1);
-    // Room for a chunk as long as the window (right contexts go up to the left one): the
-    // window moves once per (left + 1) / chunk chunks.
-    const int capacity = 2 * left + 1;
-    for (int il = 0; il < hp.n_layers; ++il) {
-        k.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, capacity));
-        v.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, capacity));
-        conv.push_back(ggml_new_tensor_2d(ctx_, GGML_TYPE_F32, hp.d_model, std::max(hp.conv_kernel_size - 1, 1)));
-    }
-    buf_ = ggml_backend_alloc_ctx_tensors_from_buft(ctx_, ggml_backend_dev_buffer_type(device));
-    if (buf_ == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate the encoder caches");
-    reset();
-}
-
-encoder_cache::~encoder_cache() {
-    if (buf_) ggml_backend_buffer_free(buf_);
-    if (ctx_) ggml_free(ctx_);
-}
-
-void encoder_cache::reset() {
-    // Zero caches are NeMo's initial state: zero conv inputs are the causal padding, and
-    // the attention never looks at cached frames that are not valid yet.
-    ggml_backend_buffer_clear(buf_, 0);
-    end = left;
-    n_valid = 0;
-}
-
-void encoder_cache::make_room(int n) {
-    if (end + n <= int(k[0]->ne[1])) return;
-    if (left + n > int(k[0]->ne[1])) fail(NEMOTRON_ERR_INVALID_ARG, "a chunk of %d frames exceeds the cache", n);
-    std::vector<uint8_t> window(size_t(left) * k[0]->nb[1]);
-    for (std::vector<ggml_tensor *> * kind : {&k, &v}) {
-        for (ggml_tensor * t : *kind) {
-            ggml_backend_tensor_get(t, window.data(), size_t(end - left) * t->nb[1], window.size());
-            ggml_backend_tensor_set(t, window.data(), 0, window.size());
-        }
-    }
-    end = left;
-}
-
-// ---- graph ------------------------------------------------------------------------------
-
-encoder::encoder(const model & m, ggml_backend_t backend, int n_threads)
+encoder::encoder(const model & m, ggml_backend_dev_t device, int n_threads)
     : m_(m),
-      backend_(backend),
-      set_n_threads_(reinterpret_cast<ggml_backend_set_n_threads_t>(ggml_backend_reg_get_proc_address(
-          ggml_backend_dev_backend_reg(ggml_backend_get_device(backend)), "ggml_backend_set_n_threads"))),
+      backend_(start_backend(device, n_threads)),
+      set_n_threads_(reinterpret_cast<ggml_backend_set_n_threads_t>(
+          ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads"))),
       threads_(set_n_threads_ != nullptr ? n_threads : 1), // a backend without threads is left alone
       threads_now_(n_threads),
-      q8_0_kernel_(q8_0_matmul_available() && ggml_backend_is_cpu(backend)) {
-    alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend));
-    if (alloc_ == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "cannot create the graph allocator");
+      q8_0_kernel_(q8_0_matmul_available() && ggml_backend_is_cpu(backend_)) {
+    alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
+    if (alloc_ == nullptr) {
+        ggml_backend_free(backend_);
+        fail(NEMOTRON_ERR_NO_MEMORY, "cannot create the graph allocator");
+    }
 }
 
 encoder::~encoder() {
@@ -90,6 +37,7 @@ encoder::~encoder() {
     }
     if (graph_.ctx) ggml_free(graph_.ctx);
     ggml_gallocr_free(alloc_);
+    ggml_backend_free(backend_);
 }
 
 void encoder::allocate(ggml_context * ctx, ggml_cgraph * gf) {
@@ -120,6 +68,7 @@ const encoder::projected_positions & encoder::project_positions(int n_kv, int n_
 
     // This graph takes the allocator's buffer: the kept chunk graph cannot run again.
     graph_.n_batch = -1;
+    // Per layer a product and its copy into the kept tensor, and the positions' input: 2 + 2 per layer.
     const size_t n_nodes = size_t(8 + 4 * hp.n_layers);
     std::vector<uint8_t> meta(ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false));
     ggml_init_params ip = {meta.size(), meta.data(), true};
@@ -132,193 +81,12 @@ const encoder::projected_positions & encoder::project_positions(int n_kv, int n_
     }
     allocate(ctx, gf);
     std::vector<float> host;
-    positions(n_kv, n_q, host);
+    relative_positions(hp.d_model, n_kv, n_q, host);
     ggml_backend_tensor_set(pos, host.data(), 0, ggml_nbytes(pos));
     const ggml_status status = ggml_backend_graph_compute(backend_, gf);
     ggml_free(ctx);
     if (status != GGML_STATUS_SUCCESS) fail(NEMOTRON_ERR_BACKEND, "the position graph failed (ggml status %d)", int(status));
     return projected_.emplace(n_q, std::move(out)).first->second;
-}
-
-static ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
-    return ggml_add(ctx, ggml_mul(ctx, ggml_norm(ctx, x, kLayerNormEps), w), b);
-}
-
-ggml_tensor * encoder::linear(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const {
-    const bool own_q8_0 = q8_0_now_ && w->type == GGML_TYPE_Q8_0 && w->ne[0] % 64 == 0 && x->type == GGML_TYPE_F32 &&
-                          ggml_is_contiguous(x) && x->ne[2] == 1 && x->ne[3] == 1;
-    ggml_tensor * y = own_q8_0 ? q8_0_matmul(ctx, w, x) : ggml_mul_mat(ctx, w, x);
-    return b != nullptr ? ggml_add(ctx, y, b) : y;
-}
-
-// A causal 2-D convolution stage: pad (kernel-1) before and (stride-1) after on both axes.
-static ggml_tensor * causal_pad(ggml_context * ctx, ggml_tensor * x) {
-    return ggml_pad_ext(ctx, x, 2, 1, 2, 1, 0, 0, 0, 0);
-}
-
-static ggml_tensor * channel_bias(ggml_context * ctx, ggml_tensor * x, ggml_tensor * b) {
-    return ggml_add(ctx, x, ggml_reshape_3d(ctx, b, 1, 1, b->ne[0]));
-}
-
-// Tensors joined along `dim`, pairwise as a tree, so each part is copied log2(parts) times
-// rather than once per part.
-static ggml_tensor * join(ggml_context * ctx, std::vector<ggml_tensor *> parts, int dim) {
-    while (parts.size() > 1) {
-        std::vector<ggml_tensor *> next;
-        for (size_t i = 0; i + 1 < parts.size(); i += 2) next.push_back(ggml_concat(ctx, parts[i], parts[i + 1], dim));
-        if (parts.size() % 2) next.push_back(parts.back());
-        parts.swap(next);
-    }
-    return parts[0];
-}
-
-// Writes the last frames of x ([d, frames], or one stream's slice b of [d, frames, batch]) back
-// to a cache ([d, n]).
-static void keep_last(ggml_context * ctx, ggml_cgraph * gf, ggml_tensor * x, ggml_tensor * cache, size_t b = 0) {
-    const int64_t n = cache->ne[1];
-    ggml_tensor * tail = ggml_view_2d(ctx, x, x->ne[0], n, x->nb[1], b * x->nb[2] + size_t(x->ne[1] - n) * x->nb[1]);
-    ggml_build_forward_expand(gf, ggml_cpy(ctx, tail, cache));
-}
-
-ggml_tensor * encoder::subsampling(ggml_context * ctx, ggml_tensor * mel, int drop) {
-    const subsampling_weights & sw = m_.subsampling;
-    // mel ne [n_mels, T, 1, batch] is an image of width n_mels (frequency) and height T (time)
-    // per stream, as NeMo's (batch, 1, time, frequency) input.
-    ggml_tensor * x = mel;
-    for (size_t s = 0; s < sw.stages.size(); ++s) {
-        const subsampling_weights::stage & st = sw.stages[s];
-        if (s == 0) {
-            x = ggml_conv_2d(ctx, st.pw_w, causal_pad(ctx, x), 2, 2, 0, 0, 1, 1);
-        } else {
-            x = ggml_conv_2d_dw_direct(ctx, st.dw_w, causal_pad(ctx, x), 2, 2, 0, 0, 1, 1);
-            x = channel_bias(ctx, x, st.dw_b);
-            x = ggml_conv_2d(ctx, st.pw_w, x, 1, 1, 0, 0, 1, 1);
-        }
-        x = ggml_relu(ctx, channel_bias(ctx, x, st.pw_b));
-    }
-    // [freq, time, channels, batch] -> per time step the features channel-major, as NeMo's
-    // transpose(1, 2).reshape(b, t, c * f).
-    const int64_t n_freq = x->ne[0], n_time = x->ne[1], n_ch = x->ne[2], n_batch = x->ne[3];
-    x = ggml_cont(ctx, ggml_permute(ctx, x, 0, 2, 1, 3));
-    x = ggml_reshape_3d(ctx, x, n_freq * n_ch, n_time, n_batch);
-    if (drop > 0) {
-        x = ggml_view_3d(ctx, x, x->ne[0], n_time - drop, n_batch, x->nb[1], x->nb[2], size_t(drop) * x->nb[1]);
-    }
-    x = linear(ctx, x, sw.out_w, sw.out_b); // [d, n_q, batch]
-    return ggml_reshape_2d(ctx, x, x->ne[0], x->ne[1] * n_batch);
-}
-
-// One stream's attention: queries q [d, n_q] against keys and values [d, n_kv] (the cached
-// frames, then the chunk's), with Transformer-XL's relative positions; returns [d, n_q].
-static ggml_tensor * attention(ggml_context * ctx, const conformer_layer_weights & L, ggml_tensor * q, ggml_tensor * k,
-                               ggml_tensor * v, ggml_tensor * pos, ggml_tensor * mask) {
-    const int64_t d = q->ne[0], n_q = q->ne[1], n_kv = k->ne[1];
-    const int64_t d_head = L.pos_bias_u->ne[0], n_head = L.pos_bias_u->ne[1];
-    q = ggml_reshape_3d(ctx, q, d_head, n_head, n_q);
-    ggml_tensor * q_u = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_u), 0, 2, 1, 3); // [d_head, n_q, head]
-    ggml_tensor * q_v = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_v), 0, 2, 1, 3);
-    ggml_tensor * k_heads = ggml_permute(ctx, ggml_reshape_3d(ctx, k, d_head, n_head, n_kv), 0, 2, 1, 3);
-    ggml_tensor * content = ggml_mul_mat(ctx, k_heads, q_u); // [n_kv, n_q, head]
-
-    // pos holds positions n_kv-1 down to 1-n_q; query i (at n_kv-n_q+i) and key j need
-    // position n_kv-n_q+i-j, which is row n_q-1-i+j: Transformer-XL's "relative shift" is
-    // a strided view.
-    const int64_t n_pos = pos->ne[1];
-    ggml_tensor * p = ggml_permute(ctx, ggml_reshape_3d(ctx, pos, d_head, n_head, n_pos), 0, 2, 1, 3);
-    ggml_tensor * position = ggml_mul_mat(ctx, p, q_v); // [n_pos, n_q, head]
-    position = ggml_view_3d(ctx, position, n_kv, n_q, n_head, (size_t(n_pos) - 1) * position->nb[0], position->nb[2],
-                            size_t(n_q - 1) * position->nb[0]);
-    ggml_tensor * scores = ggml_add(ctx, content, ggml_cont(ctx, position));
-    ggml_tensor * attn = ggml_soft_max_ext(ctx, scores, mask, 1.0f / std::sqrt(float(d_head)), 0.0f);
-
-    ggml_tensor * v_heads = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, v, d_head, n_head, n_kv), 1, 2, 0, 3));
-    ggml_tensor * o = ggml_mul_mat(ctx, v_heads, attn); // [d_head, n_q, head]
-    o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));
-    return ggml_reshape_2d(ctx, o, d, n_q);
-}
-
-ggml_tensor * encoder::conformer_layer(ggml_context * ctx, ggml_cgraph * gf, int il, ggml_tensor * x, ggml_tensor * pos,
-                                       ggml_tensor * mask, const std::vector<encoder_job> & jobs) {
-    const nemotron_hparams & hp = m_.hparams;
-    const conformer_layer_weights & L = m_.layers[size_t(il)];
-    const int64_t d = hp.d_model;
-    const int64_t n_batch = int64_t(jobs.size());
-    const int64_t n_q = x->ne[1] / n_batch; // x is [d, n_q * batch], each stream's frames together
-    std::vector<ggml_tensor *> k_caches, v_caches, conv_caches;
-    for (const encoder_job & job : jobs) {
-        k_caches.push_back(job.cache->k[size_t(il)]);
-        v_caches.push_back(job.cache->v[size_t(il)]);
-        conv_caches.push_back(job.cache->conv[size_t(il)]);
-    }
-    const int64_t n_kv = jobs[0].cache->left + n_q;
-
-    // Macaron feed-forward, half-step residual.
-    ggml_tensor * h = layer_norm(ctx, x, L.norm_ff1_w, L.norm_ff1_b);
-    h = linear(ctx, ggml_silu(ctx, linear(ctx, h, L.ff1_w1, L.ff1_b1)), L.ff1_w2, L.ff1_b2);
-    x = ggml_add(ctx, x, ggml_scale(ctx, h, 0.5f));
-
-    // Relative-position self-attention over [cached frames, this chunk]: the projections for
-    // the whole batch at once, the attention itself per stream against its own caches (copying
-    // the caches into a batch would cost more than the small per-stream products).
-    h = layer_norm(ctx, x, L.norm_att_w, L.norm_att_b);
-    ggml_tensor * q_all = linear(ctx, h, L.q_w, L.q_b);
-    ggml_tensor * k_all = linear(ctx, h, L.k_w, L.k_b);
-    ggml_tensor * v_all = linear(ctx, h, L.v_w, L.v_b);
-    std::vector<ggml_tensor *> outputs;
-    for (int64_t b = 0; b < n_batch; ++b) {
-        auto columns = [&](ggml_tensor * t) { return ggml_view_2d(ctx, t, d, n_q, t->nb[1], size_t(b * n_q) * t->nb[1]); };
-        const encoder_cache & cache = *jobs[size_t(b)].cache;
-        // The chunk's keys and values go after the window; the attention reads both in place.
-        // The copies are in the graph before the reads, and ggml runs a graph in order.
-        auto window = [&](ggml_tensor * kind, ggml_tensor * fresh) {
-            ggml_build_forward_expand(gf, ggml_cpy(ctx, columns(fresh),
-                                                   ggml_view_2d(ctx, kind, d, n_q, kind->nb[1], size_t(cache.end) * kind->nb[1])));
-            return ggml_view_2d(ctx, kind, d, n_kv, kind->nb[1], size_t(cache.end - cache.left) * kind->nb[1]);
-        };
-        ggml_tensor * k = window(k_caches[size_t(b)], k_all); // [d, n_kv]
-        ggml_tensor * v = window(v_caches[size_t(b)], v_all);
-        ggml_tensor * stream_mask = ggml_view_2d(ctx, mask, n_kv, n_q, mask->nb[1], size_t(b) * mask->nb[3]);
-        outputs.push_back(attention(ctx, L, columns(q_all), k, v, pos, stream_mask));
-    }
-    x = ggml_add(ctx, x, linear(ctx, join(ctx, outputs, 1), L.out_w, L.out_b));
-
-    // Convolution module: pointwise, GLU, causal depthwise over [cached inputs, chunk], norm, SiLU, pointwise.
-    h = layer_norm(ctx, x, L.norm_conv_w, L.norm_conv_b);
-    h = linear(ctx, h, L.pw1_w, L.pw1_b);
-    ggml_tensor * value = ggml_view_2d(ctx, h, d, n_q * n_batch, h->nb[1], 0);
-    ggml_tensor * gate = ggml_view_2d(ctx, h, d, n_q * n_batch, h->nb[1], size_t(d) * h->nb[0]);
-    h = ggml_mul(ctx, value, ggml_sigmoid(ctx, gate));
-    // The depthwise convolution's caches are a few frames: cheap to gather into one batch.
-    ggml_tensor * hc = ggml_concat(ctx, join(ctx, conv_caches, 2), ggml_reshape_3d(ctx, h, d, n_q, n_batch), 1);
-    for (size_t b = 0; b < conv_caches.size(); ++b) keep_last(ctx, gf, hc, conv_caches[b], b);
-    h = ggml_ssm_conv(ctx, ggml_cont(ctx, ggml_transpose(ctx, hc)), L.dw_w); // [d, n_q, batch]
-    h = ggml_reshape_2d(ctx, h, d, n_q * n_batch);
-    if (L.dw_b != nullptr) h = ggml_add(ctx, h, L.dw_b);
-    h = ggml_silu(ctx, layer_norm(ctx, h, L.conv_norm_w, L.conv_norm_b));
-    x = ggml_add(ctx, x, linear(ctx, h, L.pw2_w, L.pw2_b));
-
-    h = layer_norm(ctx, x, L.norm_ff2_w, L.norm_ff2_b);
-    h = linear(ctx, ggml_silu(ctx, linear(ctx, h, L.ff2_w1, L.ff2_b1)), L.ff2_w2, L.ff2_b2);
-    x = ggml_add(ctx, x, ggml_scale(ctx, h, 0.5f));
-
-    return layer_norm(ctx, x, L.norm_out_w, L.norm_out_b);
-}
-
-void encoder::positions(int n_kv, int n_q, std::vector<float> & out) const {
-    // NeMo's RelPositionalEncoding, in float32 as torch builds it: pe[p, 2i] = sin(p w_i),
-    // pe[p, 2i + 1] = cos(p w_i), w_i = exp(2i * -(ln 10000 / d_model)).
-    const int d = m_.hparams.d_model;
-    const int n_pos = n_kv + n_q - 1;
-    out.resize(size_t(d) * size_t(n_pos));
-    const float neg_log_base = float(-(std::log(10000.0) / d));
-    for (int r = 0; r < n_pos; ++r) {
-        const float p = float(n_kv - 1 - r);
-        for (int i = 0; i < d / 2; ++i) {
-            const float w = std::exp(float(2 * i) * neg_log_base);
-            out[size_t(r) * size_t(d) + size_t(2 * i)] = std::sin(p * w);
-            out[size_t(r) * size_t(d) + size_t(2 * i + 1)] = std::cos(p * w);
-        }
-    }
 }
 
 void encoder::build_chunk_graph(const std::vector<encoder_job> & jobs, int n_frames, int drop, int n_q) {
@@ -329,6 +97,9 @@ void encoder::build_chunk_graph(const std::vector<encoder_job> & jobs, int n_fra
     if (graph_.ctx) ggml_free(graph_.ctx);
     graph_ = chunk_graph();
 
+    // Measured: 45 operations for the inputs and the subsampling, and per layer 45 for the whole
+    // batch (norms, products, activations, residuals, the convolution module) and 36 per stream
+    // (its attention against its own caches, the cache writes); the budget leaves room above that.
     const size_t n_nodes = size_t(64 + (96 + 40 * n_batch) * hp.n_layers);
     const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);
     if (meta_.size() < meta) meta_.resize(meta);
@@ -341,13 +112,16 @@ void encoder::build_chunk_graph(const std::vector<encoder_job> & jobs, int n_fra
     ggml_tensor * mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, n_q, 1, n_batch);
     ggml_set_input(mask);
 
-    ggml_tensor * x = subsampling(ctx, mel_in, drop);
+    const linear_op linear{q8_0_now_};
+    ggml_tensor * x = subsampling::build(ctx, m_.subsampling, linear, mel_in, drop);
     if (hp.xscaling) {
         // NeMo's RelPositionalEncoding scales its input by sqrt(d_model) when xscaling is set.
         x = ggml_scale(ctx, x, std::sqrt(float(hp.d_model)));
     }
     for (int il = 0; il < hp.n_layers; ++il) {
-        x = conformer_layer(ctx, gf, il, x, projected.layers[size_t(il)], mask, jobs);
+        std::vector<layer_caches> caches;
+        for (const encoder_job & job : jobs) caches.push_back(job.cache->layer(il));
+        x = conformer_layer(ctx, gf, m_.layers[size_t(il)], linear, x, projected.layers[size_t(il)], mask, caches);
     }
     ggml_set_output(x);
     ggml_build_forward_expand(gf, x);
@@ -406,7 +180,7 @@ void encoder::bind_caches(const std::vector<encoder_job> & jobs) {
 
 int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop) {
     const nemotron_hparams & hp = m_.hparams;
-    const int n_q = subsampled_length(hp, n_frames) - drop;
+    const int n_q = subsampling::output_length(hp.subsampling_factor, n_frames) - drop;
     if (n_q <= 0 || jobs.empty()) return 0;
     const int n_batch = int(jobs.size());
     const int left = jobs[0].cache->left;

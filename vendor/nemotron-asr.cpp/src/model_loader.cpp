@@ -10,6 +10,7 @@
 #include "frontend_tables.h"
 #include "gguf_file.h"
 #include "hparams_check.h"
+#include "subsampling.h"
 
 #include "ggml-alloc.h"
 
@@ -44,8 +45,6 @@ const int64_t kDefaultNFft = 512;
 const float   kDefaultPreemph = 0.97f;
 const float   kDefaultLogGuard = 5.960464477539063e-08f; // 2^-24, NeMo's log_zero_guard_value
 const float   kDefaultMagPower = 2.0f;
-// NeMo's dw_striding subsampling uses 3x3 kernels at every stage.
-const int64_t kSubsamplingKernel = 3;
 const int64_t kMaxSize = int64_t(1) << 24;
 
 std::string shape_str(const int64_t * ne, int n) {
@@ -440,7 +439,7 @@ private:
     void bind_tensors() {
         const nemotron_hparams & hp = m_.hparams;
         const int64_t d = hp.d_model, C = hp.subsampling_conv_channels;
-        const int n_stages = int(std::log2(double(hp.subsampling_factor)) + 0.5);
+        const int n_stages = subsampling::n_stages(hp.subsampling_factor);
         const size_t n_derived = size_t(hp.n_layers) + 3 * size_t(n_stages);
         ggml_init_params ip = {ggml_tensor_overhead() * (g_.tensors().size() + 8), nullptr, true};
         m_.ctx_file = ggml_init(ip);
@@ -448,30 +447,27 @@ private:
         m_.ctx_derived = ggml_init(dp);
         if (m_.ctx_file == nullptr || m_.ctx_derived == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "out of memory");
 
-        // Subsampling: each causal stride-2 stage maps a length x to x / 2 + 1.
         const auto bias = [&](const std::string & name, int64_t n, const char * group, bool present = true) {
             return present ? bind(name, {n}, dtype_rule::vector, group) : nullptr;
         };
         subsampling_weights & sub = m_.subsampling;
-        int64_t freq = hp.n_mels;
         sub.stages.resize(size_t(n_stages));
         for (int s = 0; s < n_stages; ++s) {
             subsampling_weights::stage & st = sub.stages[size_t(s)];
             const std::string pre = "encoder.pre_encode.conv.";
             if (s == 0) {
-                st.pw_w = bind_kernel(pre + "0.weight", {kSubsamplingKernel, kSubsamplingKernel, 1, C});
+                st.pw_w = bind_kernel(pre + "0.weight", {subsampling::kernel, subsampling::kernel, 1, C});
                 st.pw_b = bias(pre + "0.bias", C, "subsampling");
             } else {
-                st.dw_w = bind_kernel(pre + std::to_string(3 * s - 1) + ".weight", {kSubsamplingKernel, kSubsamplingKernel, 1, C});
+                st.dw_w = bind_kernel(pre + std::to_string(3 * s - 1) + ".weight", {subsampling::kernel, subsampling::kernel, 1, C});
                 st.dw_b = bias(pre + std::to_string(3 * s - 1) + ".bias", C, "subsampling");
                 st.pw_w = bind_kernel(pre + std::to_string(3 * s) + ".weight", {1, 1, C, C});
                 st.pw_b = bias(pre + std::to_string(3 * s) + ".bias", C, "subsampling");
             }
-            freq = freq / 2 + 1;
         }
-        // A symmetric (non-causal) stage maps x to (x - 1) / 2 + 1 instead.
-        int64_t freq_symmetric = hp.n_mels;
-        for (int s = 0; s < n_stages; ++s) freq_symmetric = (freq_symmetric - 1) / 2 + 1;
+        // The projection takes the frequency bins left after the stages, times the channels.
+        const int64_t freq = subsampling::output_length(hp.subsampling_factor, hp.n_mels);
+        const int64_t freq_symmetric = subsampling::symmetric_output_length(hp.subsampling_factor, hp.n_mels);
         const gguf_tensor * out = tensor("encoder.pre_encode.out.weight");
         if (out != nullptr && freq_symmetric != freq && out->ne[0] == C * freq_symmetric) {
             fail(NEMOTRON_ERR_UNSUPPORTED, "the subsampling is not causal (its projection takes %lld features): "

@@ -34,6 +34,11 @@ struct nemotron_context {
     std::once_flag                         rnnt_once;
     std::unique_ptr<nemotron::rnnt_weights> rnnt;
 
+    // Runs the chunks of several streams together (nemotron_streams_run), made when first needed;
+    // one call at a time uses it.
+    std::mutex                         batch_mutex;
+    std::unique_ptr<nemotron::encoder> batch;
+
     // The caller's handle and one per stream: streams read the model, so it lives as long as
     // the last of them (see "Lifetimes" in the header).
     std::atomic<int>  refs{1};
@@ -430,7 +435,11 @@ nemotron_status nemotron_streams_run(struct nemotron_context * ctx, struct nemot
             }
             impls.push_back(s);
         }
-        nemotron::stream::run_streams(impls);
+        std::lock_guard<std::mutex> lock(ctx->batch_mutex);
+        if (impls.size() > 1 && ctx->batch == nullptr) {
+            ctx->batch.reset(new nemotron::encoder(ctx->model, ctx->device, ctx->n_threads));
+        }
+        nemotron::stream::run_streams(impls, ctx->batch.get());
     });
 }
 

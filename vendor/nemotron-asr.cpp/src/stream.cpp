@@ -1,7 +1,7 @@
 #include "stream.h"
 
 #include "error.h"
-#include "system_info.h"
+#include "subsampling.h"
 
 namespace nemotron {
 
@@ -10,20 +10,17 @@ stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, const 
     : m_(m),
       right_(att_right_context),
       subsampling_(m.hparams.subsampling_factor),
-      // NeMo's dw_striding streaming settings: S + 1 cached mel frames, of which the
-      // subsampled frames 1 + S / S = 2 are dropped.
-      pre_cache_(m.hparams.subsampling_factor + 1),
-      drop_(1 + m.hparams.subsampling_factor / m.hparams.subsampling_factor),
+      pre_cache_(subsampling::cache_frames(m.hparams.subsampling_factor)),
+      drop_(subsampling::dropped_frames(m.hparams.subsampling_factor)),
       mode_(mode),
       keep_encoder_output_(keep_encoder_output),
       keep_trace_(keep_trace),
-      backend_(start_backend(device, n_threads)),
       frontend_(m),
-      encoder_(m, backend_, n_threads),
+      encoder_(m, device, n_threads),
       cache_(m, device),
       decoder_(weights) {}
 
-stream::~stream() { ggml_backend_free(backend_); }
+stream::~stream() = default;
 
 void stream::reset() {
     frontend_.reset();
@@ -89,7 +86,7 @@ bool stream::next_chunk(chunk_plan & plan) const {
         // The full-utterance path never sees zero frames before the signal: subsample
         // from its start and drop the frames already encoded.
         plan.cache_frames = int(next_);
-        plan.drop = subsampled_length(m_.hparams, int(next_));
+        plan.drop = subsampling::output_length(subsampling_, int(next_));
     }
     return true;
 }
@@ -122,7 +119,7 @@ void stream::accept_chunk(const chunk_plan & plan, const float * frames, int n) 
     }
 }
 
-void stream::run_streams(const std::vector<stream *> & streams) {
+void stream::run_streams(const std::vector<stream *> & streams, encoder * batch) {
     struct pending {
         stream * s;
         chunk_plan plan;
@@ -147,7 +144,9 @@ void stream::run_streams(const std::vector<stream *> & streams) {
                 p.s->out_.clear();
                 jobs.push_back({p.s->input_.data(), &p.s->cache_, &p.s->out_});
             }
-            const int n = group[0].s->encoder_.run_chunks(jobs, n_frames, drop);
+            if (group.size() > 1 && batch == nullptr) fail(NEMOTRON_ERR_INTERNAL, "several streams need a batch encoder");
+            encoder & runner = group.size() == 1 ? group[0].s->encoder_ : *batch;
+            const int n = runner.run_chunks(jobs, n_frames, drop);
             for (const pending & p : group) p.s->accept_chunk(p.plan, p.s->out_.data(), n);
             ready.swap(rest);
         }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "encoder.h"
+#include "encoder_cache.h"
 #include "mel.h"
 #include "rnnt.h"
 
@@ -41,8 +42,8 @@ public:
 
     void push(const float * samples, size_t n); // audio in, nothing computed yet
     void end();                                 // the end of the audio, nothing computed yet
-    void feed(const float * samples, size_t n) { push(samples, n); run_streams({this}); }
-    void finish() { end(); run_streams({this}); }
+    void feed(const float * samples, size_t n) { push(samples, n); run_streams({this}, nullptr); }
+    void finish() { end(); run_streams({this}, nullptr); }
     void reset();
     void drop_tokens(size_t n); // forgets the first n tokens; the audio, caches and decoder state carry on
 
@@ -50,9 +51,10 @@ public:
     int right_context() const { return right_; }
     const model & owner() const { return m_; }
 
-    // Runs every chunk that is ready in these streams (of one model), computing the chunks of
-    // equal geometry together on the first stream's backend.
-    static void run_streams(const std::vector<stream *> & streams);
+    // Runs every chunk that is ready in these streams (of one model): a stream's chunk alone on its
+    // own encoder, the chunks of equal geometry of several streams together on `batch` (which
+    // only one thread may use at a time).
+    static void run_streams(const std::vector<stream *> & streams, encoder * batch);
 
     token_sequence tokens;
     std::vector<joint_step> trace;
@@ -69,9 +71,8 @@ private:
     int right_, subsampling_, pre_cache_, drop_;
     chunking mode_;
     bool keep_encoder_output_, keep_trace_;
-    ggml_backend_t backend_; // each stream computes on its own backend, so streams may run on different threads
     mel_frontend frontend_;
-    encoder encoder_;
+    encoder encoder_; // on a backend of its own, so that streams may run on different threads
     encoder_cache cache_;
     greedy_decoder decoder_;
 
