@@ -364,9 +364,9 @@ def test_recognition_errors_are_one_line(tiny: Path, tmp_path: Path) -> None:
         (["transcribe", str(tmp_path / "none.wav")], f"no such audio file: {tmp_path / 'none.wav'}"),
         (["transcribe", str(bad)], f"cannot read {bad}: "),
         (["transcribe", str(low)], f"{low}: the sample rate is 4000 Hz; speech recognition needs at least 8000 Hz"),
-        (["transcribe", str(low), "--latency", "100"], "--latency must be a multiple of 80 ms, not 100; this model "
+        (["transcribe", str(low), "--latency", "100"], "--latency must be a positive multiple of 80 ms, not 100; this model "
                                                        "was trained for 1120, 560, 160, 80 ms"),
-        (["stream", str(low), "--latency", "120"], "--latency must be a multiple of 80 ms, not 120"),
+        (["stream", str(low), "--latency", "120"], "--latency must be a positive multiple of 80 ms, not 120"),
     ]:
         out = run([*args, "-m", str(tiny)])
         assert out.returncode == 1, args

@@ -128,8 +128,8 @@ def test_c_detokenize_matches_python(tmp_path: Path) -> None:
         rng = np.random.default_rng(0)
         for n in range(200):
             ids = rng.integers(-2, 131, size=n % 40).tolist()  # the blank (128) and ids out of range too
-            assert _lib.detokenize(model._handle, ids).decode("utf-8", errors="replace") == detokenize(pieces, ids)
-        assert _lib.detokenize(model._handle, [11 - 1, 11, 12]) == "€".encode()
+            assert _lib.detokenize(model._handle.live(), ids).decode("utf-8", errors="replace") == detokenize(pieces, ids)
+        assert _lib.detokenize(model._handle.live(), [11 - 1, 11, 12]) == "€".encode()
 
 
 def test_header_usage_example_compiles_and_transcribes(build: Path, tmp_path: Path) -> None:

@@ -28,7 +28,6 @@ def model(fixtures_dir: Path) -> NemotronModel:
     lambda s: s.push(AUDIO),
     lambda s: s.finalize(),
     lambda s: s.reset(),
-    lambda s: s.tokens,
     lambda s: s.n_frames,
     lambda s: s.encoder_output,
 ])
@@ -52,7 +51,8 @@ def test_results_already_taken_stay_readable(model: NemotronModel) -> None:
     stream = model.stream(endpointing=False)
     update = stream.feed(np.concatenate([AUDIO, AUDIO]))
     model.close()
-    assert stream.transcript().text == update.text and stream.seconds == 4.0
+    assert stream.transcript().text == update.text == stream.text and stream.seconds == 4.0
+    assert [t.id for t in update.new_tokens] == stream.tokens.tolist()
 
 
 _CLOSE_UNDER_A_STREAM = r"""

@@ -190,3 +190,33 @@ def test_memory_stays_bounded(fixtures_dir: Path) -> None:
     peak = [int(subprocess.run([sys.executable, "-c", script, path, str(n)], capture_output=True, text=True,
                                check=True).stdout) for n in (3, 30)]  # 30 s and 5 min of audio
     assert peak[1] - peak[0] < 8 * 1024, f"peak RSS grew from {peak[0]} to {peak[1]} KiB"
+
+
+@pytest.mark.parametrize("latency,right,samples", [(80, 0, 1280), (160, 1, 2560), (1120, 13, 17920)])
+def test_chunk_geometry_in_every_unit(model: NemotronModel, latency: int, right: int, samples: int) -> None:
+    with model.stream(latency) as s, model.stream(att_right_context=right) as same:
+        assert (s.latency_ms, s.att_right_context, s.chunk_samples) == (latency, right, samples)
+        assert (same.latency_ms, same.chunk_samples) == (latency, samples)
+        # A piece of chunk_samples computes one chunk (the first needs its lookahead first).
+        s.feed(audio(samples + 8 * 160 * right + 160, seed=3))
+        frames = s.n_frames
+        s.feed(audio(samples, seed=4))
+        assert s.n_frames - frames == right + 1
+
+
+def test_the_engine_hands_tokens_out_once(model: NemotronModel) -> None:
+    """The stream takes its tokens from the engine as they come: the engine keeps none of them, and
+    the stream's results are those of the whole audio fed at once."""
+    from nemotron_cpp import _lib
+
+    x = audio(64_000, seed=8)
+    whole = run(model, x, att_right_context=1)
+    with model.stream(att_right_context=1, keep_trace=True) as s:
+        for piece in np.array_split(x, 37):
+            s.feed(piece)
+            assert _lib._lib.nemotron_stream_n_tokens(s._handle.live()) == 0
+        s.finalize()
+        assert _lib._lib.nemotron_stream_n_tokens(s._handle.live()) == 0
+        np.testing.assert_array_equal(s.tokens, whole["tokens"])
+        np.testing.assert_array_equal(s.token_frames, whole["frames"])
+        assert s.text == str(whole["text"])

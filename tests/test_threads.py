@@ -92,17 +92,22 @@ def test_fewer_threads_while_other_processes_keep_the_cpus_busy(fixtures_dir: Pa
     with NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf", n_threads=2) as model, \
             model.stream(80, endpointing=False) as stream:
         stream.feed(audio)
-        assert not [r for r in caplog.records if "computing with" in r.getMessage()]
         loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in CPUS]
         try:
             time.sleep(0.5)
             stream.feed(audio)
+            # The engine says when the count changes (a busy machine may have lowered it already).
+            changes = [m for m in caplog.messages if "computing with" in m]
+            assert changes[-1] == "other tasks are using the CPUs: computing with 1 of 2 threads"
         finally:
             for loop in loops:
                 loop.kill()
                 loop.wait()
-        time.sleep(0.05)  # the engine looks at the load at most every 10 ms
-        stream.feed(audio)
-    messages = [r.getMessage() for r in caplog.records if "computing with" in r.getMessage()]
-    assert messages[0] == "other tasks are using the CPUs: computing with 1 of 2 threads"
-    assert messages[-1] == "the CPUs are free again: computing with 2 of 2 threads"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the engine looks at the load at most every 10 ms
+            time.sleep(0.05)
+            stream.feed(audio)
+            changes = [m for m in caplog.messages if "computing with" in m]
+            if changes and changes[-1] == "the CPUs are free again: computing with 2 of 2 threads":
+                break
+        assert changes[-1] == "the CPUs are free again: computing with 2 of 2 threads"

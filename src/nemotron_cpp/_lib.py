@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -103,6 +104,40 @@ def _check(status: int, path: Optional[str] = None) -> None:
     raise NemotronError(message)
 
 
+class Handle:
+    """An engine object that Python code may close (a model's context, a stream): the one place that
+    knows whether it, and the model it belongs to, are still open. The engine frees it when it is
+    closed or collected; a stream keeps its model's memory alive in the engine either way."""
+
+    def __init__(self, cdata: Any, what: str, model: Optional["Handle"] = None) -> None:
+        self._cdata: Any = cdata
+        self._what = what
+        self._model = model
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._cdata is None
+
+    def belongs_to(self, model: "Handle") -> bool:
+        return self._model is model
+
+    def live(self) -> Any:
+        """The engine's pointer, or a ValueError saying what was closed."""
+        if self._cdata is None:
+            raise ValueError(f"the {self._what} is closed")
+        if self._model is not None and self._model.closed:
+            raise ValueError(f"the {self._what}'s model was closed: a {self._what} cannot be used after model.close()")
+        return self._cdata
+
+    def close(self) -> None:
+        """Frees the engine object now rather than at garbage collection; closing twice is harmless."""
+        with self._lock:
+            if self._cdata is not None:
+                _ffi.release(self._cdata)
+                self._cdata = None
+
+
 def _sized(ctype: str) -> Any:
     out = _ffi.new(ctype + " *")
     out.struct_size = _ffi.sizeof(ctype)
@@ -137,8 +172,8 @@ def system() -> Dict[str, Any]:
 # ---- models -----------------------------------------------------------------------------
 
 
-def load(path: str, backend: str, gpu_device: int, n_threads: int, use_mmap: bool) -> Any:
-    """Loads a model; returns an opaque handle that frees itself when garbage-collected."""
+def load(path: str, backend: str, gpu_device: int, n_threads: int, use_mmap: bool) -> Handle:
+    """Loads a model."""
     params = _ffi.new("struct nemotron_context_params *", _lib.nemotron_context_default_params())
     params.backend = _BACKENDS[backend]
     params.gpu_device = gpu_device
@@ -146,12 +181,7 @@ def load(path: str, backend: str, gpu_device: int, n_threads: int, use_mmap: boo
     params.use_mmap = use_mmap
     out = _ffi.new("struct nemotron_context **")
     _check(_lib.nemotron_init_from_file(os.fsencode(path), params, out), path)
-    return _ffi.gc(out[0], _lib.nemotron_free)
-
-
-def free(handle: Any) -> None:
-    """Frees a handle from load() now rather than at garbage collection."""
-    _ffi.release(handle)
+    return Handle(_ffi.gc(out[0], _lib.nemotron_free), "model")
 
 
 def check_hparams(fields: Dict[str, Any]) -> None:
@@ -280,15 +310,16 @@ _CHUNKING = {
 }
 
 
-def stream_init(handle: Any, att_right_context: int, chunking: str, keep_encoder_output: bool, keep_trace: bool) -> Any:
+def stream_init(model: Handle, att_right_context: int, chunking: str, keep_encoder_output: bool,
+                keep_trace: bool) -> Handle:
     params = _ffi.new("struct nemotron_stream_params *", _lib.nemotron_stream_default_params())
     params.att_right_context = att_right_context
     params.chunking = _CHUNKING[chunking]
     params.keep_encoder_output = keep_encoder_output
     params.keep_trace = keep_trace
     out = _ffi.new("struct nemotron_stream **")
-    _check(_lib.nemotron_stream_init(handle, params, out))
-    return _ffi.gc(out[0], _lib.nemotron_stream_free)
+    _check(_lib.nemotron_stream_init(model.live(), params, out))
+    return Handle(_ffi.gc(out[0], _lib.nemotron_stream_free), "stream", model)
 
 
 def stream_push(stream: Any, samples: "np.ndarray") -> None:
@@ -299,6 +330,16 @@ def stream_end(stream: Any) -> None:
     _check(_lib.nemotron_stream_end(stream))
 
 
+def stream_run(stream: Any) -> None:
+    """Runs every chunk of one stream that is ready (a feed of no new audio)."""
+    _check(_lib.nemotron_stream_feed(stream, _ffi.NULL, 0))
+
+
+def stream_finish(stream: Any) -> None:
+    """Runs what remains after the end of the audio, as NeMo does at the end of a stream."""
+    _check(_lib.nemotron_stream_finish(stream))
+
+
 def streams_run(handle: Any, streams: Sequence[Any]) -> None:
     _check(_lib.nemotron_streams_run(handle, _ffi.new("struct nemotron_stream *[]", list(streams)), len(streams)))
 
@@ -307,25 +348,19 @@ def stream_reset(stream: Any) -> None:
     _check(_lib.nemotron_stream_reset(stream))
 
 
-def stream_drop_tokens(stream: Any, n: int) -> None:
-    _check(_lib.nemotron_stream_drop_tokens(stream, n))
-
-
 def stream_right_context(stream: Any) -> int:
     return int(_lib.nemotron_stream_right_context(stream))
 
 
-def stream_tokens(stream: Any, start: int = 0) -> Tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
-    """Token ids, the encoder frame of each and each one's probability, from token ``start`` on, copied."""
-    n = _lib.nemotron_stream_n_tokens(stream) - start
-    if n <= 0:
-        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
-
-    def take(pointer: Any, dtype: Any) -> "np.ndarray":
-        return np.frombuffer(_ffi.buffer(pointer + start, 4 * n), dtype=dtype).copy()
-
-    return (take(_lib.nemotron_stream_tokens(stream), np.int32), take(_lib.nemotron_stream_token_frames(stream), np.int32),
-            take(_lib.nemotron_stream_token_probs(stream), np.float32))
+def stream_take_tokens(stream: Any) -> Tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
+    """The tokens emitted since the last take (ids, the encoder frame of each, each one's probability);
+    the engine hands each token out once."""
+    n = _lib.nemotron_stream_n_tokens(stream)
+    ids, frames, probs = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.float32)
+    if n:
+        _lib.nemotron_stream_take_tokens(stream, _ffi.from_buffer("int32_t[]", ids), _ffi.from_buffer("int32_t[]", frames),
+                                         _ffi.from_buffer("float[]", probs), n)
+    return ids, frames, probs
 
 
 def stream_n_frames(stream: Any) -> int:

@@ -46,10 +46,10 @@ def bench(model: NemotronModel, audio: np.ndarray, latencies: Sequence[int]) -> 
     rate = model.hparams.sample_rate
     rows = []
     for latency in latencies:
-        step = int(round(latency / 1000 * rate))
         chunk_times: List[float] = []
         first: Optional[float] = None
         with model.stream(latency, endpointing=False) as s:
+            step = s.chunk_samples
             start = time.perf_counter()
             for i in range(0, len(audio), step):
                 before = s.n_frames

@@ -18,6 +18,7 @@ from . import __version__
 from .audio import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioInput, decode_audio, is_container, iter_audio,
                     iter_wav_stream, read_wav_header)
 from .errors import NemotronError
+from .chunking import right_context
 from .demo import DEMO_DOMAIN, demo_model_path, demo_sample
 from .formats import FORMATS, format_transcript, plural
 from .gguf_layout import FILE_TYPES, LAYOUTS
@@ -199,10 +200,7 @@ def _load(args: argparse.Namespace, announce_demo: bool = True) -> NemotronModel
 
 def _check_latency(model: NemotronModel, latency: Optional[int]) -> None:
     """Refuses a --latency the model cannot run, in the option's words (the model's would say latency_ms)."""
-    frame_ms = model.frame_seconds * 1000
-    if latency is not None and abs(latency / frame_ms - round(latency / frame_ms)) > 1e-6:
-        raise ValueError(f"--latency must be a multiple of {frame_ms:g} ms, not {latency}; this model was trained "
-                         f"for {', '.join(map(str, model.latencies_ms))} ms")
+    right_context(model.hparams, latency, name="--latency")
 
 
 class _ProgressBar:
@@ -356,7 +354,7 @@ def _live(model: NemotronModel, file: Optional[str], args: argparse.Namespace) -
     else:
         rate, pieces = model_rate, lambda seconds: _file_pieces(file, model_rate, seconds, not args.no_pace)
     stream = model.stream(args.latency, sample_rate=rate, endpointing=endpointing)
-    seconds = (stream.att_right_context + 1) * model.frame_seconds
+    seconds = stream.chunk_samples / model_rate
 
     def show(update: StreamUpdate) -> None:
         for segment in update.segments:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import threading
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _lib
+from . import _lib, chunking as geometry
 from .audio import AudioInput, iter_audio, to_mono_float
 from .demo import demo_model_path
 from .info import HParams, TensorGroup, TensorInfo
 from .results import Segment, Transcript
 from .segmenter import Endpointing, transcript_of
-from .stream import PCM, Stream, StreamUpdate
+from .stream import PCM, Stream, StreamUpdate, run_together
 
 __all__ = ["NemotronModel"]
 
@@ -89,18 +88,17 @@ class NemotronModel:
         n_threads: Optional[int] = None,
         use_mmap: bool = True,
     ) -> None:
-        self._handle: Any = None
-        self._lock = threading.Lock()
         self.path = os.fspath(path if path is not None else demo_model_path())
         name, index = _parse_backend(backend)
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise ValueError(f"n_threads must be a positive integer or None, not {n_threads!r}")
         self._handle = _lib.load(self.path, name, index, n_threads or 0, use_mmap)
-        self._info = _lib.model_info(self._handle)
-        self._hparams = HParams(**_lib.hparams(self._handle))
-        self._vocabulary = tuple(p.decode("utf-8", errors="replace") for p in _lib.pieces(self._handle))
-        self._tensors = tuple(TensorInfo(**t) for t in _lib.tensors(self._handle))
-        self._groups = tuple(TensorGroup(**g) for g in _lib.tensor_groups(self._handle))
+        engine = self._handle.live()
+        self._info = _lib.model_info(engine)
+        self._hparams = HParams(**_lib.hparams(engine))
+        self._vocabulary = tuple(p.decode("utf-8", errors="replace") for p in _lib.pieces(engine))
+        self._tensors = tuple(TensorInfo(**t) for t in _lib.tensors(engine))
+        self._groups = tuple(TensorGroup(**g) for g in _lib.tensor_groups(engine))
 
     # ---- lifetime ---------------------------------------------------------------------------
 
@@ -110,26 +108,18 @@ class NemotronModel:
         The model's streams stop working (their methods raise ``ValueError``); the engine keeps
         the memory they read until the last of them is closed or collected, so no stream ever
         reads freed memory."""
-        with self._lock:
-            if self._handle is not None:
-                _lib.free(self._handle)
-                self._handle = None
+        self._handle.close()
 
     @property
     def closed(self) -> bool:
         """True once close() was called."""
-        return self._handle is None
+        return self._handle.closed
 
     def __enter__(self) -> "NemotronModel":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _live(self) -> Any:
-        if self._handle is None:
-            raise ValueError("the model is closed")
-        return self._handle
 
     # ---- what the model is ------------------------------------------------------------------
 
@@ -197,28 +187,12 @@ class NemotronModel:
     @property
     def frame_seconds(self) -> float:
         """Seconds of audio per encoder frame (0.08 for this model family)."""
-        hp = self._hparams
-        return hp.subsampling_factor * hp.hop_length / hp.sample_rate
+        return geometry.frame_seconds(self._hparams)
 
     @property
     def latencies_ms(self) -> Tuple[int, ...]:
         """The chunk latencies the model was trained for, from its right contexts."""
-        return tuple(self._latency_ms(r) for r in self._hparams.att_right_contexts)
-
-    def _latency_ms(self, right_context: int) -> int:
-        return int(round((right_context + 1) * self.frame_seconds * 1000))
-
-    def _right_context(self, latency_ms: Optional[int], att_right_context: Optional[int]) -> Optional[int]:
-        if latency_ms is None:
-            return att_right_context
-        if att_right_context is not None:
-            raise ValueError("give latency_ms or att_right_context, not both")
-        frame_ms = self.frame_seconds * 1000
-        frames = latency_ms / frame_ms
-        if frames < 1 or abs(frames - round(frames)) > 1e-6:
-            raise ValueError(f"latency_ms must be a positive multiple of {frame_ms:g} ms, not {latency_ms}; "
-                             f"this model was trained for {', '.join(map(str, self.latencies_ms))} ms")
-        return int(round(frames)) - 1
+        return geometry.latencies_ms(self._hparams)
 
     def stream(
         self,
@@ -243,8 +217,9 @@ class NemotronModel:
         streaming), ``"stream_padded"`` (NeMo's ``pad_and_drop_preencoded=True``) or ``"offline"``
         (NeMo's full-utterance path).
         """
-        return Stream(self, att_right_context=self._right_context(latency_ms, att_right_context), chunking=chunking,
-                      sample_rate=sample_rate, endpointing=_endpointing(endpointing),
+        return Stream(self._handle, self._hparams, self._vocabulary,
+                      att_right_context=geometry.right_context(self._hparams, latency_ms, att_right_context),
+                      chunking=chunking, sample_rate=sample_rate, endpointing=_endpointing(endpointing),
                       keep_encoder_output=keep_encoder_output, keep_trace=keep_trace)
 
     def step(self, streams: Sequence[Stream], *, final: bool = False) -> List[StreamUpdate]:
@@ -257,17 +232,7 @@ class NemotronModel:
         order; the results are exactly those of feeding each stream alone. The computation uses
         this model's threads; the streams must not be fed on other threads meanwhile.
         """
-        streams = list(streams)
-        for s in streams:
-            if not isinstance(s, Stream) or s._model is not self:
-                raise ValueError("step() takes streams made by this model's stream()")
-        if len({id(s) for s in streams}) != len(streams):
-            raise ValueError("step() got the same stream twice")
-        if final:
-            for s in streams:
-                s._end()
-        _lib.streams_run(self._live(), [s._live() for s in streams])
-        return [s._update(final=final) for s in streams]
+        return run_together(self._handle, streams, final)
 
     def segments(
         self,
@@ -288,10 +253,11 @@ class NemotronModel:
                  att_right_context: Optional[int], endpointing: Union[bool, Endpointing],
                  progress: Optional[ProgressCallback]) -> Tuple[Stream, Iterator[Segment]]:
         endpoint = _endpointing(endpointing)
-        right_context = self._right_context(latency_ms, att_right_context)
+        right_context = geometry.right_context(self._hparams, latency_ms, att_right_context)
         blocks = iter_audio(audio, sample_rate, self._hparams.sample_rate)
         first = next(blocks)  # opens and checks the input now, not at the first segment
-        stream = Stream(self, att_right_context=right_context, chunking="offline", endpointing=endpoint)
+        stream = Stream(self._handle, self._hparams, self._vocabulary, att_right_context=right_context,
+                        chunking="offline", endpointing=endpoint)
         return stream, self._recognize(stream, itertools.chain([first], blocks), progress)
 
     @staticmethod
@@ -354,7 +320,7 @@ class NemotronModel:
                     yield await loop.run_in_executor(None, stream.feed, piece)
             else:
                 if whole:
-                    seconds = (stream.att_right_context + 1) * self.frame_seconds
+                    seconds = stream.chunk_samples / self._hparams.sample_rate
                     pieces: Iterator[PCM] = (block for block, _, _ in iter_audio(
                         source, sample_rate, self._hparams.sample_rate, block_seconds=seconds))  # type: ignore[arg-type]
                 else:
@@ -375,7 +341,7 @@ class NemotronModel:
         audio = to_mono_float(samples)
         if audio.size == 0:
             raise ValueError("the audio is empty")
-        return _lib.compute_mel(self._live(), audio, self._hparams.n_mels).T.copy()
+        return _lib.compute_mel(self._handle.live(), audio, self._hparams.n_mels).T.copy()
 
     def get_tensor(self, name: str) -> np.ndarray:
         """A weight tensor's values as the engine holds them, dequantized to float32.
@@ -391,7 +357,7 @@ class NemotronModel:
         for index, info in enumerate(self._tensors):
             if info.name == name:
                 count = int(np.prod(info.shape))
-                data = _lib.tensor_data(self._live(), index, count)
+                data = _lib.tensor_data(self._handle.live(), index, count)
                 return np.frombuffer(data, dtype=np.float32).reshape(info.shape[::-1]).copy()
         raise KeyError(f"the model has no tensor {name!r}")
 
@@ -403,13 +369,13 @@ class NemotronModel:
     @property
     def window(self) -> np.ndarray:
         """The STFT window the frontend uses, float32 ``[win_length]``."""
-        window, _ = _lib.frontend_tables(self._live())
+        window, _ = _lib.frontend_tables(self._handle.live())
         return np.frombuffer(window, dtype=np.float32).copy()
 
     @property
     def mel_filterbank(self) -> np.ndarray:
         """The mel filterbank the frontend uses, float32 ``[n_mels, n_fft // 2 + 1]``."""
-        _, fb = _lib.frontend_tables(self._live())
+        _, fb = _lib.frontend_tables(self._handle.live())
         hp = self._hparams
         return np.frombuffer(fb, dtype=np.float32).reshape(hp.n_mels, hp.n_fft // 2 + 1).copy()
 

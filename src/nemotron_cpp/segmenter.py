@@ -72,15 +72,22 @@ class Segmenter:
         self._words: List[Word] = []  # the current utterance's finished words
         self._word: List[Token] = []  # the word in progress
 
-    def forget_ended(self) -> int:
-        """Forgets the utterances that have ended, keeping the one in progress; returns how many
-        tokens they had."""
-        n = sum(len(s.tokens) for s in self.segments)
+    def forget_ended(self) -> None:
+        """Forgets the utterances that have ended, keeping the one in progress."""
         self.segments = []
         self._bytes = bytearray(self._utterance_bytes)
-        return n
 
     # ---- what is there so far --------------------------------------------------------------
+
+    @property
+    def vocabulary(self) -> Sequence[str]:
+        """The pieces of the token ids, in id order."""
+        return self._vocabulary
+
+    @property
+    def tokens(self) -> Tuple[Token, ...]:
+        """Every token kept: those of the ended utterances not forgotten, then the one in progress."""
+        return tuple(t for s in self.segments for t in s.tokens) + tuple(self._utterance)
 
     @property
     def partial(self) -> str:

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _lib
+from . import _lib, chunking as geometry
 from .audio import LevelCheck, Resampler, check_sample_rate, live_samples
+from .info import HParams
 from .results import Segment, Token, Transcript, Word
 from .segmenter import Endpointing, Segmenter, transcript_of
-from .text import detokenize
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .model import NemotronModel
-
-__all__ = ["Stream", "StreamUpdate", "CHUNKINGS", "PCM"]
+__all__ = ["Stream", "StreamUpdate", "CHUNKINGS", "PCM", "run_together"]
 
 #: ``"stream"``: NeMo's cache-aware streaming; ``"stream_padded"``: NeMo's
 #: ``pad_and_drop_preencoded=True`` (what the nemotron-asr.cpp port computes);
@@ -57,7 +54,9 @@ class Stream:
 
     def __init__(
         self,
-        model: "NemotronModel",
+        model: _lib.Handle,
+        hparams: HParams,
+        vocabulary: Sequence[str],
         *,
         att_right_context: Optional[int] = None,
         chunking: str = "stream",
@@ -66,27 +65,24 @@ class Stream:
         keep_encoder_output: bool = False,
         keep_trace: bool = False,
     ) -> None:
+        """A stream on a model's engine handle, described by its hyperparameters and vocabulary; made
+        by :meth:`NemotronModel.stream`."""
         if chunking not in CHUNKINGS:
             raise ValueError(f"chunking must be one of {CHUNKINGS}, not {chunking!r}")
         if att_right_context is not None and att_right_context < 0:
             raise ValueError(f"att_right_context must be >= 0, not {att_right_context}")
-        self._handle: Any = None
-        self._model = model
-        self._model_rate = model.hparams.sample_rate
-        self.sample_rate = self._model_rate if sample_rate is None else check_sample_rate(sample_rate)
-        self._handle = _lib.stream_init(
-            model._live(), -1 if att_right_context is None else att_right_context, chunking, keep_encoder_output,
-            keep_trace,
-        )
+        self._hparams = hparams
+        self.sample_rate = hparams.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
+        self._handle = _lib.stream_init(model, -1 if att_right_context is None else att_right_context, chunking,
+                                        keep_encoder_output, keep_trace)
         self.chunking = chunking
-        self.att_right_context = _lib.stream_right_context(self._handle)
-        self._segmenter = Segmenter(model.vocabulary, model.frame_seconds, endpointing)
+        self.att_right_context = _lib.stream_right_context(self._handle.live())
+        self._segmenter = Segmenter(vocabulary, geometry.frame_seconds(hparams), endpointing)
         self._level = LevelCheck()  # one warning per stream about float audio far outside [-1, 1]
         self._start_over()
 
     def _start_over(self) -> None:
-        self._resampler = Resampler(self.sample_rate, self._model_rate)
-        self._n_reported = 0
+        self._resampler = Resampler(self.sample_rate, self._hparams.sample_rate)
         self._samples = 0  # at the model's rate
         self._finished = False
         self._segmenter.reset()
@@ -99,7 +95,7 @@ class Stream:
         model's 16 kHz); one stream takes one rate. Bytes are 16-bit little-endian mono PCM.
         """
         self.push(pcm, sample_rate)
-        _lib.streams_run(self._model._live(), [self._live()])
+        _lib.stream_run(self._live())
         return self._update(final=False)
 
     def push(self, pcm: PCM, sample_rate: Optional[int] = None) -> None:
@@ -122,7 +118,7 @@ class Stream:
         """Ends the audio: runs what remains, as NeMo does at the end of a stream, and ends the
         last utterance. ``reset()`` then readies the stream for new audio."""
         self._end()
-        _lib.streams_run(self._model._live(), [self._live()])
+        _lib.stream_finish(self._live())
         return self._update(final=True)
 
     def _end(self) -> None:
@@ -141,20 +137,17 @@ class Stream:
 
         With endpointing the stream moves on to the next utterance by itself; ``reset()`` after
         ``is_final`` (as sherpa-onnx users write) frees what has piled up."""
+        handle = self._live()
         if self._finished:
-            _lib.stream_reset(self._live())
+            _lib.stream_reset(handle)
             self._start_over()
             return
-        dropped = self._segmenter.forget_ended()
-        _lib.stream_drop_tokens(self._live(), dropped)
-        self._n_reported -= dropped
+        self._segmenter.forget_ended()
         self._text = self._segmenter.text
 
     def close(self) -> None:
         """Frees the stream now rather than when it is garbage-collected."""
-        if self._handle is not None:
-            _lib.free(self._handle)
-            self._handle = None
+        self._handle.close()
 
     def __enter__(self) -> "Stream":
         return self
@@ -162,16 +155,11 @@ class Stream:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _live(self) -> Any:
-        if self._handle is None:
-            raise ValueError("the stream is closed")
-        if self._model.closed:
-            raise ValueError("the stream's model was closed: a stream cannot be used after model.close()")
-        return self._handle
+    def _live(self) -> object:
+        return self._handle.live()
 
     def _update(self, final: bool) -> StreamUpdate:
-        ids, frames, probs = _lib.stream_tokens(self._live(), self._n_reported)
-        self._n_reported += len(ids)
+        ids, frames, probs = _lib.stream_take_tokens(self._live())
         # Until the end, a frame may be computed before all of its 80 ms have arrived (the subsampling
         # is causal), so times are clipped to the audio only once its length is known.
         tokens, words, segments = self._segmenter.add(ids, frames, probs, self.n_frames,
@@ -191,9 +179,19 @@ class Stream:
                             new_words=tuple(words), is_final=bool(segments), segments=tuple(segments))
 
     @property
+    def latency_ms(self) -> int:
+        """The chunk latency: ``att_right_context + 1`` encoder frames of audio."""
+        return geometry.latency_ms(self._hparams, self.att_right_context)
+
+    @property
+    def chunk_samples(self) -> int:
+        """Samples at the model's rate in one chunk: the piece size that computes a chunk per piece."""
+        return geometry.chunk_samples(self._hparams, self.att_right_context)
+
+    @property
     def seconds(self) -> float:
         """Seconds of audio fed so far."""
-        return self._samples / self._model_rate
+        return self._samples / self._hparams.sample_rate
 
     @property
     def segments(self) -> Tuple[Segment, ...]:
@@ -204,28 +202,28 @@ class Stream:
         """Everything so far as a :class:`Transcript`; the utterance in progress is its last segment."""
         pending = self._segmenter.pending_segment()
         segments = self.segments + ((pending,) if pending is not None else ())
-        return transcript_of(self._model.vocabulary, segments, self.seconds)
+        return transcript_of(self._segmenter.vocabulary, segments, self.seconds)
 
     @property
     def tokens(self) -> np.ndarray:
         """The token ids of the text so far (since the stream began, or since the utterances
         before the last ``reset()``)."""
-        return _lib.stream_tokens(self._live())[0]
+        return np.array([t.id for t in self._segmenter.tokens], np.int32)
 
     @property
     def token_frames(self) -> np.ndarray:
         """The encoder frame at which each token was emitted."""
-        return _lib.stream_tokens(self._live())[1]
+        return np.array([t.frame for t in self._segmenter.tokens], np.int32)
 
     @property
     def token_confidences(self) -> np.ndarray:
         """The softmax probability of each token at the step that emitted it."""
-        return _lib.stream_tokens(self._live())[2]
+        return np.array([t.confidence for t in self._segmenter.tokens], np.float32)
 
     @property
     def text(self) -> str:
         """The text so far, decoded from every token at once (as NeMo's tokenizer would)."""
-        return detokenize(self._model.vocabulary, self.tokens.tolist())
+        return self._segmenter.text
 
     @property
     def n_frames(self) -> int:
@@ -235,15 +233,32 @@ class Stream:
     @property
     def encoder_output(self) -> np.ndarray:
         """Every encoder frame so far, ``[frames, d_model]`` (needs ``keep_encoder_output``)."""
-        return _lib.stream_encoder_output(self._live(), self._model.hparams.d_model)[0]
+        return _lib.stream_encoder_output(self._live(), self._hparams.d_model)[0]
 
     @property
     def chunk_ends(self) -> np.ndarray:
         """The encoder frame count after each chunk (needs ``keep_encoder_output``)."""
-        return _lib.stream_encoder_output(self._live(), self._model.hparams.d_model)[1]
+        return _lib.stream_encoder_output(self._live(), self._hparams.d_model)[1]
 
     @property
     def trace(self) -> np.ndarray:
         """Every joint step: fields ``frame``, ``token`` (the argmax, blank included), ``margin``
         (top-1 minus top-2 logit) and ``prob`` (the argmax's softmax probability) (needs ``keep_trace``)."""
         return _lib.stream_trace(self._live())
+
+
+def run_together(model: _lib.Handle, streams: Sequence[Stream], final: bool) -> List[StreamUpdate]:
+    """Runs the ready chunks of many streams of one model together (see :meth:`NemotronModel.step`)."""
+    engine = model.live()
+    streams = list(streams)
+    for s in streams:
+        if not isinstance(s, Stream) or not s._handle.belongs_to(model):
+            raise ValueError("step() takes streams made by this model's stream()")
+    if len({id(s) for s in streams}) != len(streams):
+        raise ValueError("step() got the same stream twice")
+    handles = [s._live() for s in streams]
+    if final:
+        for s in streams:
+            s._end()
+    _lib.streams_run(engine, handles)
+    return [s._update(final=final) for s in streams]

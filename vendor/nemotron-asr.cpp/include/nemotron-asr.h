@@ -350,16 +350,20 @@ NEMOTRON_API nemotron_status nemotron_stream_finish(struct nemotron_stream * str
 /* Starts over: caches, decoder state and results cleared. */
 NEMOTRON_API nemotron_status nemotron_stream_reset(struct nemotron_stream * stream);
 
-/* Forgets the first n_tokens tokens (a live feed's finished utterances), so a stream that runs
- * for days holds only what is still needed. The audio, caches and decoder state carry on, and
- * encoder frames keep their numbers from the start of the stream. */
-NEMOTRON_API nemotron_status nemotron_stream_drop_tokens(struct nemotron_stream * stream, int n_tokens);
+/* Hands out tokens once: copies the first `capacity` tokens the stream holds (all of them when
+ * capacity >= nemotron_stream_n_tokens) into the arrays given (ids, their encoder frames and
+ * probabilities; any may be NULL) and forgets them, so a live feed that takes its tokens as they
+ * come holds only what is new. The audio, caches and decoder state carry on, and encoder frames
+ * keep their numbers from the start of the stream. Returns how many it took. */
+NEMOTRON_API int nemotron_stream_take_tokens(struct nemotron_stream * stream, int32_t * ids, int32_t * frames, float * probs,
+                                             int capacity);
 
 NEMOTRON_API void nemotron_stream_free(struct nemotron_stream * stream);
 
 NEMOTRON_API int nemotron_stream_right_context(const struct nemotron_stream * stream);
 
-/* Results so far. Pointers stay valid until the next feed, finish or reset. */
+/* Results so far: the tokens the stream holds (emitted and not taken), the encoder frames since
+ * it began. Pointers stay valid until the next feed, finish, reset or take. */
 NEMOTRON_API int             nemotron_stream_n_tokens(const struct nemotron_stream * stream);
 NEMOTRON_API const int32_t * nemotron_stream_tokens(const struct nemotron_stream * stream);
 NEMOTRON_API const int32_t * nemotron_stream_token_frames(const struct nemotron_stream * stream); /* encoder frame of each token */

@@ -455,12 +455,8 @@ nemotron_status nemotron_stream_reset(struct nemotron_stream * s) {
     });
 }
 
-nemotron_status nemotron_stream_drop_tokens(struct nemotron_stream * s, int n_tokens) {
-    return guarded([&] {
-        nemotron::stream & stream = live(s);
-        if (n_tokens < 0) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "n_tokens must be >= 0, not %d", n_tokens);
-        stream.drop_tokens(size_t(n_tokens));
-    });
+int nemotron_stream_take_tokens(struct nemotron_stream * s, int32_t * ids, int32_t * frames, float * probs, int capacity) {
+    return s == nullptr || capacity <= 0 ? 0 : int(s->impl->take_tokens(ids, frames, probs, size_t(capacity)));
 }
 
 void nemotron_stream_free(struct nemotron_stream * s) {

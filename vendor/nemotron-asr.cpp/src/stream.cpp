@@ -3,6 +3,8 @@
 #include "error.h"
 #include "subsampling.h"
 
+#include <algorithm>
+
 namespace nemotron {
 
 stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, const rnnt_weights & weights,
@@ -39,11 +41,15 @@ void stream::reset() {
     finished_ = false;
 }
 
-void stream::drop_tokens(size_t n) {
-    if (n > tokens.ids.size()) fail(NEMOTRON_ERR_INVALID_ARG, "cannot drop %zu of %zu tokens", n, tokens.ids.size());
+size_t stream::take_tokens(int32_t * ids, int32_t * frames, float * probs, size_t capacity) {
+    const size_t n = std::min(capacity, tokens.ids.size());
+    if (ids != nullptr) std::copy_n(tokens.ids.begin(), n, ids);
+    if (frames != nullptr) std::copy_n(tokens.frames.begin(), n, frames);
+    if (probs != nullptr) std::copy_n(tokens.probs.begin(), n, probs);
     tokens.ids.erase(tokens.ids.begin(), tokens.ids.begin() + std::ptrdiff_t(n));
     tokens.frames.erase(tokens.frames.begin(), tokens.frames.begin() + std::ptrdiff_t(n));
     tokens.probs.erase(tokens.probs.begin(), tokens.probs.begin() + std::ptrdiff_t(n));
+    return n;
 }
 
 void stream::push(const float * samples, size_t n) {

@@ -45,7 +45,9 @@ public:
     void feed(const float * samples, size_t n) { push(samples, n); run_streams({this}, nullptr); }
     void finish() { end(); run_streams({this}, nullptr); }
     void reset();
-    void drop_tokens(size_t n); // forgets the first n tokens; the audio, caches and decoder state carry on
+    // Copies the first min(n, capacity) tokens held into the arrays (any may be null) and forgets
+    // them; the audio, caches and decoder state carry on. Returns how many.
+    size_t take_tokens(int32_t * ids, int32_t * frames, float * probs, size_t capacity);
 
     bool finished() const { return finished_; }
     int right_context() const { return right_; }

@@ -1,12 +1,13 @@
 // C-level tests of the engine: the cgroup CPU quota reader on stand-in /proc and /sys trees, the
 // thread count under load, the hyperparameter table, detokenization, log routing beside another
-// ggml user, and stream lifetimes. `test_engine [MODEL.gguf]`: without a model the tests that load one are skipped.
+// ggml user, stream lifetimes, and tokens handed out once. `test_engine [MODEL.gguf]`: without a model the tests that load one are skipped.
 #include "cpu_budget.h"
 #include "nemotron-asr.h"
 #include "text.h"
 
 #include "ggml.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -210,6 +211,35 @@ static void test_stream_outlives_context(const char * model) {
     nemotron_stream_free(b); // the last one releases the model (LeakSanitizer checks it)
 }
 
+static void test_take_tokens(const char * model) {
+    struct nemotron_context * ctx = nullptr;
+    CHECK(nemotron_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
+    struct nemotron_stream * s = nullptr;
+    CHECK(nemotron_stream_init(ctx, nullptr, &s) == NEMOTRON_OK);
+    std::vector<float> audio(32000);
+    for (size_t i = 0; i < audio.size(); ++i) audio[i] = 0.1f * float((i * 7919) % 200) / 200.0f - 0.05f;
+    CHECK(nemotron_stream_feed(s, audio.data(), audio.size()) == NEMOTRON_OK);
+    const int n = nemotron_stream_n_tokens(s);
+    CHECK(n >= 3); // the random model emits tokens on anything
+    const std::vector<int32_t> held(nemotron_stream_tokens(s), nemotron_stream_tokens(s) + n);
+    const std::vector<int32_t> frames(nemotron_stream_token_frames(s), nemotron_stream_token_frames(s) + n);
+    int32_t ids[2] = {-1, -1}, at[2] = {-1, -1};
+    CHECK(nemotron_stream_take_tokens(s, ids, at, nullptr, 0) == 0);
+    CHECK(nemotron_stream_take_tokens(s, ids, at, nullptr, 2) == 2); // the first two, handed out once
+    CHECK(ids[0] == held[0] && ids[1] == held[1] && at[0] == frames[0] && at[1] == frames[1]);
+    CHECK(nemotron_stream_n_tokens(s) == n - 2 && nemotron_stream_tokens(s)[0] == held[2]);
+    std::vector<int32_t> rest(size_t(n), -1);
+    CHECK(nemotron_stream_take_tokens(s, rest.data(), nullptr, nullptr, n) == n - 2);
+    CHECK(std::equal(rest.begin(), rest.begin() + (n - 2), held.begin() + 2));
+    CHECK(nemotron_stream_n_tokens(s) == 0 && nemotron_stream_take_tokens(s, rest.data(), nullptr, nullptr, n) == 0);
+    const int frames_before = nemotron_stream_n_frames(s);
+    CHECK(nemotron_stream_finish(s) == NEMOTRON_OK); // carries on: only new tokens, frames counted from the start
+    CHECK(nemotron_stream_n_frames(s) > frames_before);
+    for (int i = 0; i < nemotron_stream_n_tokens(s); ++i) CHECK(nemotron_stream_token_frames(s)[i] >= frames[size_t(n - 1)]);
+    nemotron_stream_free(s);
+    nemotron_free(ctx);
+}
+
 int main(int argc, char ** argv) {
     test_cgroup_v2();
     test_cgroup_v1_container();
@@ -219,6 +249,7 @@ int main(int argc, char ** argv) {
     if (argc > 1 && argv[1][0] != '\0') {
         test_logging(argv[1]);
         test_stream_outlives_context(argv[1]);
+        test_take_tokens(argv[1]);
     } else {
         std::printf("no model given: the logging and lifetime tests are skipped\n");
     }
