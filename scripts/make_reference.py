@@ -616,7 +616,7 @@ class Recorder:
         arrays[f"{key}__trace_frame"] = frames
         arrays[f"{key}__trace_argmax"] = argmax
         arrays[f"{key}__trace_margin"] = margins
-        arrays[f"{key}__trace_prob"] = probs
+        arrays[f"{key}__trace_confidence"] = probs
         info = summarize(nemo_tokens, frames, argmax, margins, enc.shape[0], self.blank, self.tracer.max_symbols)
         info["text"] = text
         return info
@@ -962,7 +962,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "mel": "float32 [128, mel_frames]: the preprocessor's output; columns from mel_len on are pad (0.0)",
             "<case>__enc": "float32 [enc_frames, d_model]: encoder output, time-major; streaming: chunks concatenated",
             "<case>__tokens": "int32: NeMo's final token ids (the expected values)",
-            "<case>__trace_frame / __trace_argmax / __trace_margin / __trace_prob": (
+            "<case>__trace_frame / __trace_argmax / __trace_margin / __trace_confidence": (
                 "one row per joint evaluation: encoder frame (int32), argmax id (int32, blank = blank_id), "
                 "top-1 minus top-2 joint logit (float32, before log-softmax), softmax probability of the "
                 "argmax (float32)"),

@@ -468,7 +468,7 @@ def test_unsupported_configs_list_every_problem(checkpoint: Any) -> None:
 
 
 def test_converter_refuses_what_the_engine_refuses(checkpoint: Any) -> None:
-    """The engine's table of what it runs (nemotron_check_hparams, which its loader applies) decides
+    """The engine's table of what it runs (nemotron_hparams_check, which its loader applies) decides
     for the converter too, listed with the converter's own findings."""
     prompted = dict(checkpoint.config, model_defaults={"prompt_dictionary": {"auto": 101, "en-US": 0}, "num_prompts": 128})
     with pytest.raises(UnsupportedModelError, match=r"language prompts \(num_prompts 128\): multilingual models"):

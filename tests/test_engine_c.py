@@ -118,7 +118,7 @@ def test_c_example_refuses_what_it_cannot_read(build: Path, tmp_path: Path) -> N
 
 
 def test_c_detokenize_matches_python(tmp_path: Path) -> None:
-    """The C API's nemotron_detokenize (the text a C program prints) and the package's detokenize."""
+    """The C API's nemotron_context_detokenize (the text a C program prints) and the package's detokenize."""
     from nemotron_cpp import _lib, detokenize
 
     pieces = testing.vocab_pieces(128, seed=5)
@@ -140,7 +140,7 @@ def test_header_usage_example_compiles_and_transcribes(build: Path, tmp_path: Pa
     start = next(i for i, line in enumerate(lines) if line.startswith(" * Usage")) + 2
     end = next(i for i in range(start, len(lines)) if lines[i].startswith(" * Conventions")) - 1
     example = "\n".join(line[len(" *     "):] for line in lines[start:end])
-    assert 14 <= len(lines[start:end]) <= 16 and "nemotron_detokenize" in example
+    assert 14 <= len(lines[start:end]) <= 16 and "nemotron_context_detokenize" in example
     program = tmp_path / "example.c"
     program.write_text(
         '#include "nemotron-asr.h"\n#include <stdio.h>\n\nint main(void) {\n'

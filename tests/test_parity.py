@@ -156,9 +156,10 @@ def test_matches_nemo(fixtures_dir: Path, models_dir: Path, ref_name: str, clip_
     np.testing.assert_array_equal(got["trace"]["token"], ref[f"{case}__trace_argmax"])
     np.testing.assert_array_equal(got["trace"]["frame"], ref[f"{case}__trace_frame"])
     # Confidence: the argmax's softmax probability at every joint step, against NeMo's joint.
-    prob = got["trace"]["prob"]
-    np.testing.assert_allclose(prob, ref[f"{case}__trace_prob"], rtol=0, atol=CONFIDENCE_TOLERANCE)
-    np.testing.assert_array_equal(got["confidence"], prob[got["trace"]["token"] != MANIFESTS[ref_name]["model"]["blank_id"]])
+    confidence = got["trace"]["confidence"]
+    np.testing.assert_allclose(confidence, ref[f"{case}__trace_confidence"], rtol=0, atol=CONFIDENCE_TOLERANCE)
+    emitted = got["trace"]["token"] != MANIFESTS[ref_name]["model"]["blank_id"]
+    np.testing.assert_array_equal(got["confidence"], confidence[emitted])
 
 
 @pytest.mark.parametrize("chunking", ["stream", "stream_pad", "offline"])

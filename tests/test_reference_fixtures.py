@@ -163,11 +163,11 @@ def test_greedy_traces_reproduce_the_tokens(manifest: Dict, arrays: Dict) -> Non
         np.testing.assert_array_equal(argmax[argmax != blank], tokens, err_msg=f"{clip['name']} {key}")
         assert ((tokens >= 0) & (tokens < blank)).all()
         assert np.isfinite(margin).all() and (margin >= 0).all()
-        prob = a[f"{key}__trace_prob"]
-        assert prob.dtype == np.float32 and prob.shape == margin.shape
+        confidence = a[f"{key}__trace_confidence"]
+        assert confidence.dtype == np.float32 and confidence.shape == margin.shape
         # The argmax of V + 1 classes has at least probability 1 / (V + 1), and a zero margin at most 1/2.
-        assert ((prob >= 1 / (blank + 1) - 1e-7) & (prob <= 1)).all()
-        assert (prob[margin == 0] <= 0.5 + 1e-6).all()
+        assert ((confidence >= 1 / (blank + 1) - 1e-7) & (confidence <= 1)).all()
+        assert (confidence[margin == 0] <= 0.5 + 1e-6).all()
         # Every frame is visited in order; on each, up to max_symbols tokens then a blank, or exactly max_symbols.
         assert np.array_equal(np.unique(frames), np.arange(info["enc_frames"])) and (np.diff(frames) >= 0).all()
         for t in range(info["enc_frames"]):

@@ -180,13 +180,13 @@ def load(path: str, backend: str, gpu_device: int, n_threads: int, use_mmap: boo
     params.n_threads = n_threads
     params.use_mmap = use_mmap
     out = _ffi.new("struct nemotron_context **")
-    _check(_lib.nemotron_init_from_file(os.fsencode(path), params, out), path)
-    return Handle(_ffi.gc(out[0], _lib.nemotron_free), "model")
+    _check(_lib.nemotron_context_init_from_file(os.fsencode(path), params, out), path)
+    return Handle(_ffi.gc(out[0], _lib.nemotron_context_free), "model")
 
 
 def check_hparams(fields: Dict[str, Any]) -> None:
     """Raises UnsupportedModelError or ModelFileError when the engine cannot run a model with these
-    hyperparameters (``nemotron_check_hparams``: the table the loader applies); names as in hparams()."""
+    hyperparameters (``nemotron_hparams_check``: the table the loader applies); names as in hparams()."""
     hp = _sized("struct nemotron_hparams")
     for name, value in fields.items():
         if name == "att_right_contexts":
@@ -197,21 +197,21 @@ def check_hparams(fields: Dict[str, Any]) -> None:
             hp.normalize = next(k for k, v in _NORMALIZE.items() if v == value)
         else:
             setattr(hp, name, value)
-    _check(_lib.nemotron_check_hparams(hp))
+    _check(_lib.nemotron_hparams_check(hp))
 
 
 def detokenize(handle: Any, ids: Sequence[int]) -> bytes:
-    """The text of token ids as the engine decodes it (``nemotron_detokenize``), as UTF-8 bytes."""
+    """The text of token ids as the engine decodes it (``nemotron_context_detokenize``), as UTF-8 bytes."""
     array = _ffi.new("int32_t[]", list(ids))
-    n = _lib.nemotron_detokenize(handle, array, len(ids), _ffi.NULL, 0)
+    n = _lib.nemotron_context_detokenize(handle, array, len(ids), _ffi.NULL, 0)
     out = _ffi.new("char[]", n + 1)
-    _lib.nemotron_detokenize(handle, array, len(ids), out, n + 1)
+    _lib.nemotron_context_detokenize(handle, array, len(ids), out, n + 1)
     return bytes(_ffi.buffer(out, n))
 
 
 def hparams(handle: Any) -> Dict[str, Any]:
     hp = _sized("struct nemotron_hparams")
-    _check(_lib.nemotron_get_hparams(handle, hp))
+    _check(_lib.nemotron_context_get_hparams(handle, hp))
     fields = _struct(hp, "struct nemotron_hparams")
     n_right = fields.pop("n_att_right_contexts")
     fields["att_right_contexts"] = tuple(fields["att_right_contexts"][:n_right])
@@ -221,23 +221,23 @@ def hparams(handle: Any) -> Dict[str, Any]:
 
 def model_info(handle: Any) -> Dict[str, Any]:
     return {
-        "layout": _LAYOUTS[_lib.nemotron_model_layout(handle)],
-        "name": _string(_lib.nemotron_model_name(handle)),
-        "weight_type": _string(_lib.nemotron_model_weight_type(handle)),
-        "file_size": int(_lib.nemotron_model_file_size(handle)),
-        "weight_bytes": int(_lib.nemotron_model_weight_bytes(handle)),
-        "backend": _string(_lib.nemotron_model_backend(handle)),
-        "n_threads": int(_lib.nemotron_model_n_threads(handle)),
-        "uses_mmap": bool(_lib.nemotron_model_uses_mmap(handle)),
-        "repacked_bytes": int(_lib.nemotron_model_repacked_bytes(handle)),
+        "layout": _LAYOUTS[_lib.nemotron_context_layout(handle)],
+        "name": _string(_lib.nemotron_context_name(handle)),
+        "weight_type": _string(_lib.nemotron_context_weight_type(handle)),
+        "file_size": int(_lib.nemotron_context_file_size(handle)),
+        "weight_bytes": int(_lib.nemotron_context_weight_bytes(handle)),
+        "backend": _string(_lib.nemotron_context_backend(handle)),
+        "n_threads": int(_lib.nemotron_context_n_threads(handle)),
+        "uses_mmap": bool(_lib.nemotron_context_uses_mmap(handle)),
+        "repacked_bytes": int(_lib.nemotron_context_repacked_bytes(handle)),
     }
 
 
 def pieces(handle: Any) -> List[bytes]:
     length = _ffi.new("size_t *")
     out = []
-    for i in range(_lib.nemotron_n_pieces(handle)):
-        p = _lib.nemotron_piece(handle, i, length)
+    for i in range(_lib.nemotron_context_n_pieces(handle)):
+        p = _lib.nemotron_context_piece(handle, i, length)
         out.append(bytes(_ffi.buffer(p, length[0])))
     return out
 
@@ -266,7 +266,7 @@ def _records(count: Any, get: Any, ctype: str, handle: Any) -> List[Dict[str, An
 
 
 def tensors(handle: Any) -> List[Dict[str, Any]]:
-    out = _records(_lib.nemotron_n_tensors, _lib.nemotron_get_tensor_info, "struct nemotron_tensor_info", handle)
+    out = _records(_lib.nemotron_context_n_tensors, _lib.nemotron_context_get_tensor_info, "struct nemotron_tensor_info", handle)
     for t in out:
         t["shape"] = tuple(t.pop("ne")[: t.pop("n_dims")])
     return out
@@ -276,28 +276,28 @@ def compute_mel(handle: Any, samples: "np.ndarray", n_mels: int) -> "np.ndarray"
     """Log-mel frames of a whole float32 signal, shaped [n_frames, n_mels]."""
     n_frames = _ffi.new("int64_t *")
     source = _ffi.from_buffer("float[]", samples)
-    _check(_lib.nemotron_compute_mel(handle, source, len(samples), _ffi.NULL, 0, n_frames))
+    _check(_lib.nemotron_context_compute_mel(handle, source, len(samples), _ffi.NULL, 0, n_frames))
     out = np.empty((n_frames[0], n_mels), dtype=np.float32)
-    _check(_lib.nemotron_compute_mel(handle, source, len(samples), _ffi.from_buffer("float[]", out), out.size, n_frames))
+    _check(_lib.nemotron_context_compute_mel(handle, source, len(samples), _ffi.from_buffer("float[]", out), out.size, n_frames))
     return out
 
 
 def tensor_data(handle: Any, index: int, n_elements: int) -> bytes:
     """Tensor `index`'s values as float32 bytes, dequantized, in ggml order."""
     out = _ffi.new("float[]", n_elements)
-    _check(_lib.nemotron_get_tensor_data(handle, index, out, n_elements))
+    _check(_lib.nemotron_context_get_tensor_data(handle, index, out, n_elements))
     return bytes(_ffi.buffer(out))
 
 
 def tensor_groups(handle: Any) -> List[Dict[str, Any]]:
-    return _records(_lib.nemotron_n_tensor_groups, _lib.nemotron_get_tensor_group, "struct nemotron_tensor_group", handle)
+    return _records(_lib.nemotron_context_n_tensor_groups, _lib.nemotron_context_get_tensor_group, "struct nemotron_tensor_group", handle)
 
 
 def frontend_tables(handle: Any) -> Tuple[bytes, bytes]:
     """The window and the mel filterbank as raw float32 bytes."""
     n = _ffi.new("size_t *")
-    window = bytes(_ffi.buffer(_lib.nemotron_model_window(handle, n), n[0] * 4))
-    fb = bytes(_ffi.buffer(_lib.nemotron_model_mel_filterbank(handle, n), n[0] * 4))
+    window = bytes(_ffi.buffer(_lib.nemotron_context_window(handle, n), n[0] * 4))
+    fb = bytes(_ffi.buffer(_lib.nemotron_context_mel_filterbank(handle, n), n[0] * 4))
     return window, fb
 
 
@@ -341,7 +341,7 @@ def stream_finish(stream: Any) -> None:
 
 
 def streams_run(handle: Any, streams: Sequence[Any]) -> None:
-    _check(_lib.nemotron_streams_run(handle, _ffi.new("struct nemotron_stream *[]", list(streams)), len(streams)))
+    _check(_lib.nemotron_context_run_streams(handle, _ffi.new("struct nemotron_stream *[]", list(streams)), len(streams)))
 
 
 def stream_reset(stream: Any) -> None:
@@ -349,18 +349,18 @@ def stream_reset(stream: Any) -> None:
 
 
 def stream_right_context(stream: Any) -> int:
-    return int(_lib.nemotron_stream_right_context(stream))
+    return int(_lib.nemotron_stream_att_right_context(stream))
 
 
 def stream_take_tokens(stream: Any) -> Tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
-    """The tokens emitted since the last take (ids, the encoder frame of each, each one's probability);
+    """The tokens emitted since the last take (ids, the encoder frame of each, each one's confidence);
     the engine hands each token out once."""
     n = _lib.nemotron_stream_n_tokens(stream)
-    ids, frames, probs = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.float32)
+    ids, frames, confidences = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n, np.float32)
     if n:
         _lib.nemotron_stream_take_tokens(stream, _ffi.from_buffer("int32_t[]", ids), _ffi.from_buffer("int32_t[]", frames),
-                                         _ffi.from_buffer("float[]", probs), n)
-    return ids, frames, probs
+                                         _ffi.from_buffer("float[]", confidences), n)
+    return ids, frames, confidences
 
 
 def stream_n_frames(stream: Any) -> int:
@@ -377,7 +377,7 @@ def stream_encoder_output(stream: Any, d_model: int) -> Tuple["np.ndarray", "np.
     return frames, np.frombuffer(_ffi.buffer(ends, 4 * n_chunks[0]), dtype=np.int32).copy()
 
 
-TRACE_DTYPE = np.dtype([("frame", np.int32), ("token", np.int32), ("margin", np.float32), ("prob", np.float32)])
+TRACE_DTYPE = np.dtype([("frame", np.int32), ("token", np.int32), ("margin", np.float32), ("confidence", np.float32)])
 
 
 def stream_trace(stream: Any) -> "np.ndarray":

@@ -109,7 +109,7 @@ class Segmenter:
 
     # ---- feeding -----------------------------------------------------------------------------
 
-    def add(self, ids: np.ndarray, frames: np.ndarray, probs: np.ndarray, n_frames: int,
+    def add(self, ids: np.ndarray, frames: np.ndarray, confidences: np.ndarray, n_frames: int,
             duration: float = float("inf")) -> Tuple[List[Token], List[Word], List[Segment]]:
         """Takes the tokens emitted since the last call, with the encoder frames computed so far
         (``n_frames``). Returns the new tokens, the words they finished and the utterances that
@@ -119,7 +119,7 @@ class Segmenter:
         tokens: List[Token] = []
         words: List[Word] = []
         segments: List[Segment] = []
-        for i, f, p in zip(ids.tolist(), frames.tolist(), probs.tolist()):
+        for i, f, p in zip(ids.tolist(), frames.tolist(), confidences.tolist()):
             if self._utterance and self._ends(self._utterance[-1].frame, f):
                 segments.append(self._close(words))
             start = min(f * step, duration)

@@ -159,10 +159,10 @@ class Stream:
         return self._handle.live()
 
     def _update(self, final: bool) -> StreamUpdate:
-        ids, frames, probs = _lib.stream_take_tokens(self._live())
+        ids, frames, confidences = _lib.stream_take_tokens(self._live())
         # Until the end, a frame may be computed before all of its 80 ms have arrived (the subsampling
         # is causal), so times are clipped to the audio only once its length is known.
-        tokens, words, segments = self._segmenter.add(ids, frames, probs, self.n_frames,
+        tokens, words, segments = self._segmenter.add(ids, frames, confidences, self.n_frames,
                                                       self.seconds if final else float("inf"))
         if final:
             last_words, last = self._segmenter.close()
@@ -243,7 +243,7 @@ class Stream:
     @property
     def trace(self) -> np.ndarray:
         """Every joint step: fields ``frame``, ``token`` (the argmax, blank included), ``margin``
-        (top-1 minus top-2 logit) and ``prob`` (the argmax's softmax probability) (needs ``keep_trace``)."""
+        (top-1 minus top-2 logit) and ``confidence`` (the argmax's softmax probability) (needs ``keep_trace``)."""
         return _lib.stream_trace(self._live())
 
 

@@ -6,7 +6,7 @@
  * Usage (tools/nemotron-transcribe.c is a whole program):
  *
  *     struct nemotron_context * ctx;
- *     if (nemotron_init_from_file("model.gguf", NULL, &ctx) != NEMOTRON_OK) {
+ *     if (nemotron_context_init_from_file("model.gguf", NULL, &ctx) != NEMOTRON_OK) {
  *         fprintf(stderr, "%s\n", nemotron_last_error());
  *         return 1;
  *     }
@@ -15,21 +15,24 @@
  *     nemotron_stream_feed(stream, samples, n_samples);     // 16 kHz mono float, any piece size
  *     nemotron_stream_finish(stream);                        // the end of the audio
  *     char text[4096];
- *     nemotron_detokenize(ctx, nemotron_stream_tokens(stream), nemotron_stream_n_tokens(stream),
- *                         text, sizeof text);
+ *     nemotron_context_detokenize(ctx, nemotron_stream_tokens(stream), nemotron_stream_n_tokens(stream),
+ *                                 text, sizeof text);
  *     printf("%s\n", text);
  *     nemotron_stream_free(stream);
- *     nemotron_free(ctx);
+ *     nemotron_context_free(ctx);
  *
  * Conventions (after whisper.h):
- *   - opaque handles, created by nemotron_init_* and released by nemotron_free;
+ *   - names are nemotron_<object>_<verb>, for the objects context (a loaded model), stream,
+ *     hparams, device, backend and log; the library's own facts are nemotron_<noun>
+ *     (nemotron_version, nemotron_last_error);
+ *   - opaque handles, created by nemotron_<object>_init* and released by nemotron_<object>_free;
  *   - every fallible call returns an nemotron_status; on failure a readable message is
  *     available from nemotron_last_error() on the same thread;
  *   - parameter and info structs start with `struct_size` and only ever grow at the end,
  *     so a caller built against an older header keeps working;
  *   - nothing throws, aborts or exits across this boundary on bad input.
  *
- * Lifetimes: a stream keeps its context alive. nemotron_free may come before the context's
+ * Lifetimes: a stream keeps its context alive. nemotron_context_free may come before the context's
  * streams are freed: the model's memory is released with the last of them, and until then
  * every call that would compute on such a stream fails with NEMOTRON_ERR_INVALID_ARG (its
  * results so far stay readable). Free each handle exactly once.
@@ -164,16 +167,16 @@ struct nemotron_context_params {
 NEMOTRON_API struct nemotron_context_params nemotron_context_default_params(void);
 
 /* Loads a GGUF model of either layout. On success *out holds a context to free with
- * nemotron_free; on failure *out is NULL and nemotron_last_error() says why: a valid file of a
+ * nemotron_context_free; on failure *out is NULL and nemotron_last_error() says why: a valid file of a
  * model the engine cannot run gives NEMOTRON_ERR_UNSUPPORTED naming the feature (the checks of
- * nemotron_check_hparams, and a few that only the file can show). */
-NEMOTRON_API nemotron_status nemotron_init_from_file(
+ * nemotron_hparams_check, and a few that only the file can show). */
+NEMOTRON_API nemotron_status nemotron_context_init_from_file(
         const char * path,
         const struct nemotron_context_params * params,
         struct nemotron_context ** out);
 
 /* Releases the caller's handle; the memory goes now, or with the context's last stream. */
-NEMOTRON_API void nemotron_free(struct nemotron_context * ctx);
+NEMOTRON_API void nemotron_context_free(struct nemotron_context * ctx);
 
 /* ---- model information -------------------------------------------------------------- */
 
@@ -219,29 +222,29 @@ struct nemotron_hparams {
     nemotron_normalize normalize;
 };
 
-NEMOTRON_API nemotron_status nemotron_get_hparams(const struct nemotron_context * ctx, struct nemotron_hparams * out);
+NEMOTRON_API nemotron_status nemotron_context_get_hparams(const struct nemotron_context * ctx, struct nemotron_hparams * out);
 
 /* Whether the engine runs a model with these hyperparameters: NEMOTRON_OK, or
  * NEMOTRON_ERR_UNSUPPORTED (a feature the engine does not run, such as language prompts) or
  * NEMOTRON_ERR_INVALID_MODEL (values that contradict each other), with a message naming every
  * problem. The loader refuses files by the same table; converters ask before they write one. */
-NEMOTRON_API nemotron_status nemotron_check_hparams(const struct nemotron_hparams * hp);
+NEMOTRON_API nemotron_status nemotron_hparams_check(const struct nemotron_hparams * hp);
 
-NEMOTRON_API nemotron_layout nemotron_model_layout(const struct nemotron_context * ctx);
-NEMOTRON_API const char *    nemotron_model_name(const struct nemotron_context * ctx);     /* general.name, "" if absent */
-NEMOTRON_API const char *    nemotron_model_weight_type(const struct nemotron_context * ctx); /* of the encoder layer matrices, "q8_0" */
-NEMOTRON_API uint64_t        nemotron_model_file_size(const struct nemotron_context * ctx);
-NEMOTRON_API uint64_t        nemotron_model_weight_bytes(const struct nemotron_context * ctx);
-NEMOTRON_API const char *    nemotron_model_backend(const struct nemotron_context * ctx);  /* device name, "CPU", "CUDA0" */
-NEMOTRON_API int             nemotron_model_n_threads(const struct nemotron_context * ctx);
-NEMOTRON_API bool            nemotron_model_uses_mmap(const struct nemotron_context * ctx); /* weights used in place from the mapped file */
-NEMOTRON_API uint64_t        nemotron_model_repacked_bytes(const struct nemotron_context * ctx); /* of them, copied into the CPU
+NEMOTRON_API nemotron_layout nemotron_context_layout(const struct nemotron_context * ctx);
+NEMOTRON_API const char *    nemotron_context_name(const struct nemotron_context * ctx);     /* general.name, "" if absent */
+NEMOTRON_API const char *    nemotron_context_weight_type(const struct nemotron_context * ctx); /* of the encoder layer matrices, "q8_0" */
+NEMOTRON_API uint64_t        nemotron_context_file_size(const struct nemotron_context * ctx);
+NEMOTRON_API uint64_t        nemotron_context_weight_bytes(const struct nemotron_context * ctx);
+NEMOTRON_API const char *    nemotron_context_backend(const struct nemotron_context * ctx);  /* device name, "CPU", "CUDA0" */
+NEMOTRON_API int             nemotron_context_n_threads(const struct nemotron_context * ctx);
+NEMOTRON_API bool            nemotron_context_uses_mmap(const struct nemotron_context * ctx); /* weights used in place from the mapped file */
+NEMOTRON_API uint64_t        nemotron_context_repacked_bytes(const struct nemotron_context * ctx); /* of them, copied into the CPU
                                                                                                    backend's faster layouts */
 
 /* Vocabulary pieces in id order, the blank excluded (ids 0 .. n_pieces-1). The bytes are
  * UTF-8, may be of any length and are owned by the context. */
-NEMOTRON_API int          nemotron_n_pieces(const struct nemotron_context * ctx);
-NEMOTRON_API const char * nemotron_piece(const struct nemotron_context * ctx, int id, size_t * len);
+NEMOTRON_API int          nemotron_context_n_pieces(const struct nemotron_context * ctx);
+NEMOTRON_API const char * nemotron_context_piece(const struct nemotron_context * ctx, int id, size_t * len);
 
 /* The text of token ids as NeMo's SentencePiece tokenizer decodes it: a word-start piece's "\u2581"
  * becomes a space, byte pieces ("<0x41>") their byte, <unk> " \u2047 ", the text's leading space is
@@ -249,14 +252,14 @@ NEMOTRON_API const char * nemotron_piece(const struct nemotron_context * ctx, in
  * NUL included, to `out` (which may be NULL when capacity is 0) and returns the text's length in
  * bytes without the NUL: a larger return than capacity - 1 means the text was cut. The bytes are
  * UTF-8 unless byte pieces split a character. */
-NEMOTRON_API size_t nemotron_detokenize(const struct nemotron_context * ctx, const int32_t * ids, int n_ids, char * out,
+NEMOTRON_API size_t nemotron_context_detokenize(const struct nemotron_context * ctx, const int32_t * ids, int n_ids, char * out,
                                         size_t capacity);
 
 /* The log-mel frontend's tables as the engine uses them, from the file or, where the file
  * has none, rebuilt from the preprocessor settings: the window [win_length] and the mel
  * filterbank, row-major [n_mels][n_fft/2 + 1]. Owned by the context. */
-NEMOTRON_API const float * nemotron_model_window(const struct nemotron_context * ctx, size_t * n);
-NEMOTRON_API const float * nemotron_model_mel_filterbank(const struct nemotron_context * ctx, size_t * n);
+NEMOTRON_API const float * nemotron_context_window(const struct nemotron_context * ctx, size_t * n);
+NEMOTRON_API const float * nemotron_context_mel_filterbank(const struct nemotron_context * ctx, size_t * n);
 
 /* ---- log-mel features ------------------------------------------------------------------ */
 
@@ -265,7 +268,7 @@ NEMOTRON_API const float * nemotron_model_mel_filterbank(const struct nemotron_c
  * one zero (NeMo masks it). Writes row-major [n_frames][n_mels] to `out`, which holds
  * `capacity` floats; *n_frames receives the frame count. With out == NULL only the count is
  * returned. */
-NEMOTRON_API nemotron_status nemotron_compute_mel(const struct nemotron_context * ctx, const float * samples,
+NEMOTRON_API nemotron_status nemotron_context_compute_mel(const struct nemotron_context * ctx, const float * samples,
                                                   size_t n_samples, float * out, size_t capacity, int64_t * n_frames);
 
 /* Weights as the engine holds them (after mapping both layouts to one form). */
@@ -279,12 +282,12 @@ struct nemotron_tensor_info {
     uint64_t     n_bytes;
 };
 
-NEMOTRON_API int             nemotron_n_tensors(const struct nemotron_context * ctx);
-NEMOTRON_API nemotron_status nemotron_get_tensor_info(const struct nemotron_context * ctx, int index, struct nemotron_tensor_info * out);
+NEMOTRON_API int             nemotron_context_n_tensors(const struct nemotron_context * ctx);
+NEMOTRON_API nemotron_status nemotron_context_get_tensor_info(const struct nemotron_context * ctx, int index, struct nemotron_tensor_info * out);
 
 /* Copies tensor `index`'s values, dequantized to float32, in ggml order (ne[0] varies
  * fastest); `capacity` is the size of `out` in floats and must hold every element. */
-NEMOTRON_API nemotron_status nemotron_get_tensor_data(const struct nemotron_context * ctx, int index, float * out, size_t capacity);
+NEMOTRON_API nemotron_status nemotron_context_get_tensor_data(const struct nemotron_context * ctx, int index, float * out, size_t capacity);
 
 struct nemotron_tensor_group {
     size_t       struct_size;
@@ -295,8 +298,8 @@ struct nemotron_tensor_group {
     uint64_t     n_bytes;
 };
 
-NEMOTRON_API int             nemotron_n_tensor_groups(const struct nemotron_context * ctx);
-NEMOTRON_API nemotron_status nemotron_get_tensor_group(const struct nemotron_context * ctx, int index, struct nemotron_tensor_group * out);
+NEMOTRON_API int             nemotron_context_n_tensor_groups(const struct nemotron_context * ctx);
+NEMOTRON_API nemotron_status nemotron_context_get_tensor_group(const struct nemotron_context * ctx, int index, struct nemotron_tensor_group * out);
 
 /* ---- recognition ----------------------------------------------------------------------- */
 
@@ -318,7 +321,7 @@ struct nemotron_joint_step {
     int32_t frame;
     int32_t token;
     float   margin; /* top-1 minus top-2 logit                                          */
-    float   prob;   /* softmax probability of the argmax over the vocabulary and the blank */
+    float   confidence; /* softmax probability of the argmax over the vocabulary and the blank */
 };
 
 struct nemotron_stream; /* one utterance or live feed; it owns its caches and decoder state */
@@ -341,7 +344,7 @@ NEMOTRON_API nemotron_status nemotron_stream_end(struct nemotron_stream * stream
 
 /* Runs every ready chunk of these streams (all of ctx, each given once), on the first stream's
  * backend and threads. The streams must not be used on other threads meanwhile. */
-NEMOTRON_API nemotron_status nemotron_streams_run(struct nemotron_context * ctx, struct nemotron_stream * const * streams,
+NEMOTRON_API nemotron_status nemotron_context_run_streams(struct nemotron_context * ctx, struct nemotron_stream * const * streams,
                                                   int n_streams);
 
 /* Ends the audio: runs what remains as NeMo does at the end of a stream. */
@@ -352,22 +355,22 @@ NEMOTRON_API nemotron_status nemotron_stream_reset(struct nemotron_stream * stre
 
 /* Hands out tokens once: copies the first `capacity` tokens the stream holds (all of them when
  * capacity >= nemotron_stream_n_tokens) into the arrays given (ids, their encoder frames and
- * probabilities; any may be NULL) and forgets them, so a live feed that takes its tokens as they
+ * confidences; any may be NULL) and forgets them, so a live feed that takes its tokens as they
  * come holds only what is new. The audio, caches and decoder state carry on, and encoder frames
  * keep their numbers from the start of the stream. Returns how many it took. */
-NEMOTRON_API int nemotron_stream_take_tokens(struct nemotron_stream * stream, int32_t * ids, int32_t * frames, float * probs,
+NEMOTRON_API int nemotron_stream_take_tokens(struct nemotron_stream * stream, int32_t * ids, int32_t * frames, float * confidences,
                                              int capacity);
 
 NEMOTRON_API void nemotron_stream_free(struct nemotron_stream * stream);
 
-NEMOTRON_API int nemotron_stream_right_context(const struct nemotron_stream * stream);
+NEMOTRON_API int nemotron_stream_att_right_context(const struct nemotron_stream * stream);
 
 /* Results so far: the tokens the stream holds (emitted and not taken), the encoder frames since
  * it began. Pointers stay valid until the next feed, finish, reset or take. */
 NEMOTRON_API int             nemotron_stream_n_tokens(const struct nemotron_stream * stream);
 NEMOTRON_API const int32_t * nemotron_stream_tokens(const struct nemotron_stream * stream);
 NEMOTRON_API const int32_t * nemotron_stream_token_frames(const struct nemotron_stream * stream); /* encoder frame of each token */
-NEMOTRON_API const float *   nemotron_stream_token_probs(const struct nemotron_stream * stream);  /* each token's softmax probability
+NEMOTRON_API const float *   nemotron_stream_token_confidences(const struct nemotron_stream * stream);  /* each token's softmax probability
                                                                                                    at the joint step that emitted it */
 NEMOTRON_API int             nemotron_stream_n_frames(const struct nemotron_stream * stream);     /* encoder frames so far      */
 NEMOTRON_API const float *   nemotron_stream_encoder_output(const struct nemotron_stream * stream, size_t * n_floats); /* [frames][d_model] */

@@ -1,5 +1,5 @@
 // What the engine runs: one table of checks on the hyperparameters, applied by the loader to
-// every file and offered to converters through nemotron_check_hparams.
+// every file and offered to converters through nemotron_hparams_check.
 #pragma once
 
 #include "nemotron-asr.h"

@@ -68,7 +68,7 @@ struct joint_weights {
     ggml_tensor * out_w = nullptr, * out_b = nullptr;
 };
 
-// What nemotron_get_tensor_info reports, one per tensor the engine holds.
+// What nemotron_context_get_tensor_info reports, one per tensor the engine holds.
 struct tensor_record {
     std::string   name;
     std::string   group;

@@ -34,7 +34,7 @@ struct nemotron_context {
     std::once_flag                         rnnt_once;
     std::unique_ptr<nemotron::rnnt_weights> rnnt;
 
-    // Runs the chunks of several streams together (nemotron_streams_run), made when first needed;
+    // Runs the chunks of several streams together (nemotron_context_run_streams), made when first needed;
     // one call at a time uses it.
     std::mutex                         batch_mutex;
     std::unique_ptr<nemotron::encoder> batch;
@@ -42,7 +42,7 @@ struct nemotron_context {
     // The caller's handle and one per stream: streams read the model, so it lives as long as
     // the last of them (see "Lifetimes" in the header).
     std::atomic<int>  refs{1};
-    std::atomic<bool> freed{false}; // nemotron_free was called
+    std::atomic<bool> freed{false}; // nemotron_context_free was called
 };
 
 struct nemotron_stream {
@@ -97,7 +97,7 @@ nemotron_status copy_out(const T & full, T * out) {
 nemotron::stream & live(nemotron_stream * s) {
     if (s == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "stream must not be NULL");
     if (s->ctx->freed) {
-        nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the stream's model has been freed (nemotron_free); free the stream too");
+        nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the stream's model has been freed (nemotron_context_free); free the stream too");
     }
     return *s->impl;
 }
@@ -160,7 +160,7 @@ struct nemotron_context_params nemotron_context_default_params(void) {
     return p;
 }
 
-nemotron_status nemotron_init_from_file(const char * path, const struct nemotron_context_params * params,
+nemotron_status nemotron_context_init_from_file(const char * path, const struct nemotron_context_params * params,
                                         struct nemotron_context ** out) {
     if (out != nullptr) *out = nullptr;
     return guarded([&] {
@@ -192,20 +192,20 @@ nemotron_status nemotron_init_from_file(const char * path, const struct nemotron
     });
 }
 
-void nemotron_free(struct nemotron_context * ctx) {
+void nemotron_context_free(struct nemotron_context * ctx) {
     if (ctx == nullptr) return;
     ctx->freed = true;
     release(ctx);
 }
 
-nemotron_status nemotron_get_hparams(const struct nemotron_context * ctx, struct nemotron_hparams * out) {
+nemotron_status nemotron_context_get_hparams(const struct nemotron_context * ctx, struct nemotron_hparams * out) {
     return guarded([&] {
         if (ctx == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx is NULL");
         copy_out(ctx->model.hparams, out);
     });
 }
 
-nemotron_status nemotron_check_hparams(const struct nemotron_hparams * hp) {
+nemotron_status nemotron_hparams_check(const struct nemotron_hparams * hp) {
     return guarded([&] {
         if (hp == nullptr || hp->struct_size == 0 || hp->struct_size > sizeof(nemotron_hparams)) {
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "hp is NULL or its struct_size is not set");
@@ -216,20 +216,20 @@ nemotron_status nemotron_check_hparams(const struct nemotron_hparams * hp) {
     });
 }
 
-nemotron_layout nemotron_model_layout(const struct nemotron_context * ctx) { return ctx->model.layout; }
-const char * nemotron_model_name(const struct nemotron_context * ctx) { return ctx->model.name.c_str(); }
-const char * nemotron_model_weight_type(const struct nemotron_context * ctx) { return ctx->model.weight_type.c_str(); }
-uint64_t nemotron_model_file_size(const struct nemotron_context * ctx) { return ctx->model.file_size; }
-uint64_t nemotron_model_weight_bytes(const struct nemotron_context * ctx) { return ctx->model.weight_bytes; }
-const char * nemotron_model_backend(const struct nemotron_context * ctx) { return ggml_backend_dev_name(ctx->device); }
-int nemotron_model_n_threads(const struct nemotron_context * ctx) { return ctx->n_threads; }
-bool nemotron_model_uses_mmap(const struct nemotron_context * ctx) { return ctx->model.weights_mapped; }
+nemotron_layout nemotron_context_layout(const struct nemotron_context * ctx) { return ctx->model.layout; }
+const char * nemotron_context_name(const struct nemotron_context * ctx) { return ctx->model.name.c_str(); }
+const char * nemotron_context_weight_type(const struct nemotron_context * ctx) { return ctx->model.weight_type.c_str(); }
+uint64_t nemotron_context_file_size(const struct nemotron_context * ctx) { return ctx->model.file_size; }
+uint64_t nemotron_context_weight_bytes(const struct nemotron_context * ctx) { return ctx->model.weight_bytes; }
+const char * nemotron_context_backend(const struct nemotron_context * ctx) { return ggml_backend_dev_name(ctx->device); }
+int nemotron_context_n_threads(const struct nemotron_context * ctx) { return ctx->n_threads; }
+bool nemotron_context_uses_mmap(const struct nemotron_context * ctx) { return ctx->model.weights_mapped; }
 
-uint64_t nemotron_model_repacked_bytes(const struct nemotron_context * ctx) { return ctx->model.repacked_bytes; }
+uint64_t nemotron_context_repacked_bytes(const struct nemotron_context * ctx) { return ctx->model.repacked_bytes; }
 
-int nemotron_n_pieces(const struct nemotron_context * ctx) { return int(ctx->model.pieces.size()); }
+int nemotron_context_n_pieces(const struct nemotron_context * ctx) { return int(ctx->model.pieces.size()); }
 
-const char * nemotron_piece(const struct nemotron_context * ctx, int id, size_t * len) {
+const char * nemotron_context_piece(const struct nemotron_context * ctx, int id, size_t * len) {
     if (id < 0 || size_t(id) >= ctx->model.pieces.size()) {
         if (len) *len = 0;
         return nullptr;
@@ -239,7 +239,7 @@ const char * nemotron_piece(const struct nemotron_context * ctx, int id, size_t 
     return s.c_str();
 }
 
-size_t nemotron_detokenize(const struct nemotron_context * ctx, const int32_t * ids, int n_ids, char * out,
+size_t nemotron_context_detokenize(const struct nemotron_context * ctx, const int32_t * ids, int n_ids, char * out,
                            size_t capacity) {
     const std::string text = nemotron::detokenize(ctx->model.pieces, ids, n_ids < 0 ? 0 : size_t(n_ids));
     if (capacity > 0) {
@@ -250,17 +250,17 @@ size_t nemotron_detokenize(const struct nemotron_context * ctx, const int32_t * 
     return text.size();
 }
 
-const float * nemotron_model_window(const struct nemotron_context * ctx, size_t * n) {
+const float * nemotron_context_window(const struct nemotron_context * ctx, size_t * n) {
     if (n) *n = ctx->model.window.size();
     return ctx->model.window.data();
 }
 
-const float * nemotron_model_mel_filterbank(const struct nemotron_context * ctx, size_t * n) {
+const float * nemotron_context_mel_filterbank(const struct nemotron_context * ctx, size_t * n) {
     if (n) *n = ctx->model.mel_filterbank.size();
     return ctx->model.mel_filterbank.data();
 }
 
-nemotron_status nemotron_compute_mel(const struct nemotron_context * ctx, const float * samples, size_t n_samples,
+nemotron_status nemotron_context_compute_mel(const struct nemotron_context * ctx, const float * samples, size_t n_samples,
                                      float * out, size_t capacity, int64_t * n_frames) {
     return guarded([&] {
         if (ctx == nullptr || n_frames == nullptr || (samples == nullptr && n_samples > 0)) {
@@ -281,9 +281,9 @@ nemotron_status nemotron_compute_mel(const struct nemotron_context * ctx, const 
     });
 }
 
-int nemotron_n_tensors(const struct nemotron_context * ctx) { return int(ctx->model.tensors.size()); }
+int nemotron_context_n_tensors(const struct nemotron_context * ctx) { return int(ctx->model.tensors.size()); }
 
-nemotron_status nemotron_get_tensor_info(const struct nemotron_context * ctx, int index, struct nemotron_tensor_info * out) {
+nemotron_status nemotron_context_get_tensor_info(const struct nemotron_context * ctx, int index, struct nemotron_tensor_info * out) {
     return guarded([&] {
         if (ctx == nullptr || index < 0 || size_t(index) >= ctx->model.tensors.size()) {
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "tensor index %d is out of range", index);
@@ -301,7 +301,7 @@ nemotron_status nemotron_get_tensor_info(const struct nemotron_context * ctx, in
     });
 }
 
-nemotron_status nemotron_get_tensor_data(const struct nemotron_context * ctx, int index, float * out, size_t capacity) {
+nemotron_status nemotron_context_get_tensor_data(const struct nemotron_context * ctx, int index, float * out, size_t capacity) {
     return guarded([&] {
         if (ctx == nullptr || index < 0 || size_t(index) >= ctx->model.tensors.size()) {
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "tensor index %d is out of range", index);
@@ -333,9 +333,9 @@ nemotron_status nemotron_get_tensor_data(const struct nemotron_context * ctx, in
     });
 }
 
-int nemotron_n_tensor_groups(const struct nemotron_context * ctx) { return int(ctx->model.groups.size()); }
+int nemotron_context_n_tensor_groups(const struct nemotron_context * ctx) { return int(ctx->model.groups.size()); }
 
-nemotron_status nemotron_get_tensor_group(const struct nemotron_context * ctx, int index, struct nemotron_tensor_group * out) {
+nemotron_status nemotron_context_get_tensor_group(const struct nemotron_context * ctx, int index, struct nemotron_tensor_group * out) {
     return guarded([&] {
         if (ctx == nullptr || index < 0 || size_t(index) >= ctx->model.groups.size()) {
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "tensor group index %d is out of range", index);
@@ -367,7 +367,7 @@ nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct
     if (out != nullptr) *out = nullptr;
     return guarded([&] {
         if (ctx == nullptr || out == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx and out must not be NULL");
-        if (ctx->freed) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the model has been freed (nemotron_free)");
+        if (ctx->freed) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the model has been freed (nemotron_context_free)");
         nemotron_stream_params p = nemotron_stream_default_params();
         if (params != nullptr) {
             if (params->struct_size == 0 || params->struct_size > sizeof(p)) {
@@ -419,12 +419,12 @@ nemotron_status nemotron_stream_end(struct nemotron_stream * s) {
     });
 }
 
-nemotron_status nemotron_streams_run(struct nemotron_context * ctx, struct nemotron_stream * const * streams, int n_streams) {
+nemotron_status nemotron_context_run_streams(struct nemotron_context * ctx, struct nemotron_stream * const * streams, int n_streams) {
     return guarded([&] {
         if (ctx == nullptr || n_streams < 0 || (streams == nullptr && n_streams > 0)) {
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "ctx and streams must not be NULL");
         }
-        if (ctx->freed) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the model has been freed (nemotron_free)");
+        if (ctx->freed) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "the model has been freed (nemotron_context_free)");
         std::vector<nemotron::stream *> impls;
         for (int i = 0; i < n_streams; ++i) {
             if (streams[i] == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "streams[%d] is NULL", i);
@@ -455,8 +455,9 @@ nemotron_status nemotron_stream_reset(struct nemotron_stream * s) {
     });
 }
 
-int nemotron_stream_take_tokens(struct nemotron_stream * s, int32_t * ids, int32_t * frames, float * probs, int capacity) {
-    return s == nullptr || capacity <= 0 ? 0 : int(s->impl->take_tokens(ids, frames, probs, size_t(capacity)));
+int nemotron_stream_take_tokens(struct nemotron_stream * s, int32_t * ids, int32_t * frames, float * confidences,
+                                int capacity) {
+    return s == nullptr || capacity <= 0 ? 0 : int(s->impl->take_tokens(ids, frames, confidences, size_t(capacity)));
 }
 
 void nemotron_stream_free(struct nemotron_stream * s) {
@@ -466,7 +467,7 @@ void nemotron_stream_free(struct nemotron_stream * s) {
     release(ctx);
 }
 
-int nemotron_stream_right_context(const struct nemotron_stream * s) { return s->impl->right_context(); }
+int nemotron_stream_att_right_context(const struct nemotron_stream * s) { return s->impl->right_context(); }
 
 int nemotron_stream_n_tokens(const struct nemotron_stream * s) { return int(s->impl->tokens.ids.size()); }
 
@@ -474,7 +475,7 @@ const int32_t * nemotron_stream_tokens(const struct nemotron_stream * s) { retur
 
 const int32_t * nemotron_stream_token_frames(const struct nemotron_stream * s) { return s->impl->tokens.frames.data(); }
 
-const float * nemotron_stream_token_probs(const struct nemotron_stream * s) { return s->impl->tokens.probs.data(); }
+const float * nemotron_stream_token_confidences(const struct nemotron_stream * s) { return s->impl->tokens.confidences.data(); }
 
 int nemotron_stream_n_frames(const struct nemotron_stream * s) { return int(s->impl->n_encoder_frames); }
 

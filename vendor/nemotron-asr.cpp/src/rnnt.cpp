@@ -144,12 +144,12 @@ void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, to
             // Shifted by the maximum, so no term overflows; the argmax's own term is exactly 1.
             float denom = 0.0f;
             for (int k = 0; k < w_.n_vocab; ++k) denom += std::exp(logits_[size_t(k)] - top1);
-            const float prob = 1.0f / denom;
-            if (trace != nullptr) trace->push_back({first_frame + t, best, top1 - top2, prob});
+            const float confidence = 1.0f / denom;
+            if (trace != nullptr) trace->push_back({first_frame + t, best, top1 - top2, confidence});
             if (best == w_.blank) break;
             out.ids.push_back(best);
             out.frames.push_back(first_frame + t);
-            out.probs.push_back(prob);
+            out.confidences.push_back(confidence);
             h_.swap(h_next_);
             c_.swap(c_next_);
             last_ = best;

@@ -25,15 +25,15 @@ struct joint_step {
     int32_t frame;  // encoder frame
     int32_t token;  // argmax, the blank included
     float   margin; // top-1 minus top-2 logit
-    float   prob;   // softmax probability of the argmax over the vocabulary and the blank
+    float   confidence; // softmax probability of the argmax over the vocabulary and the blank
 };
 
 // What greedy decoding emits, in parallel arrays.
 struct token_sequence {
     std::vector<int32_t> ids, frames;
-    std::vector<float>   probs; // softmax probability of each token at its joint step
+    std::vector<float>   confidences; // softmax probability of each token at its joint step
 
-    void clear() { ids.clear(); frames.clear(); probs.clear(); }
+    void clear() { ids.clear(); frames.clear(); confidences.clear(); }
 };
 
 class greedy_decoder {

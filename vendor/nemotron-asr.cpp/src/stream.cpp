@@ -41,14 +41,14 @@ void stream::reset() {
     finished_ = false;
 }
 
-size_t stream::take_tokens(int32_t * ids, int32_t * frames, float * probs, size_t capacity) {
+size_t stream::take_tokens(int32_t * ids, int32_t * frames, float * confidences, size_t capacity) {
     const size_t n = std::min(capacity, tokens.ids.size());
     if (ids != nullptr) std::copy_n(tokens.ids.begin(), n, ids);
     if (frames != nullptr) std::copy_n(tokens.frames.begin(), n, frames);
-    if (probs != nullptr) std::copy_n(tokens.probs.begin(), n, probs);
+    if (confidences != nullptr) std::copy_n(tokens.confidences.begin(), n, confidences);
     tokens.ids.erase(tokens.ids.begin(), tokens.ids.begin() + std::ptrdiff_t(n));
     tokens.frames.erase(tokens.frames.begin(), tokens.frames.begin() + std::ptrdiff_t(n));
-    tokens.probs.erase(tokens.probs.begin(), tokens.probs.begin() + std::ptrdiff_t(n));
+    tokens.confidences.erase(tokens.confidences.begin(), tokens.confidences.begin() + std::ptrdiff_t(n));
     return n;
 }
 

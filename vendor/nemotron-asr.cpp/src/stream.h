@@ -47,7 +47,7 @@ public:
     void reset();
     // Copies the first min(n, capacity) tokens held into the arrays (any may be null) and forgets
     // them; the audio, caches and decoder state carry on. Returns how many.
-    size_t take_tokens(int32_t * ids, int32_t * frames, float * probs, size_t capacity);
+    size_t take_tokens(int32_t * ids, int32_t * frames, float * confidences, size_t capacity);
 
     bool finished() const { return finished_; }
     int right_context() const { return right_; }

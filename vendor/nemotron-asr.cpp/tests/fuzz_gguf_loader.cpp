@@ -238,7 +238,7 @@ int main(int argc, char ** argv) {
         struct nemotron_context_params params = nemotron_context_default_params();
         params.n_threads = 1;
         struct nemotron_context * ctx = nullptr;
-        const nemotron_status status = nemotron_init_from_file(g_case_file.c_str(), &params, &ctx);
+        const nemotron_status status = nemotron_context_init_from_file(g_case_file.c_str(), &params, &ctx);
         by_status[int(status)]++;
         if (status == NEMOTRON_OK) {
             ++loaded;
@@ -250,7 +250,7 @@ int main(int argc, char ** argv) {
                 }
                 nemotron_stream_free(stream);
             }
-            nemotron_free(ctx);
+            nemotron_context_free(ctx);
         }
         alarm(0);
         slowest = std::max(slowest, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

@@ -111,23 +111,23 @@ static nemotron_hparams valid_hparams() {
 
 static void test_check_hparams() {
     nemotron_hparams hp = valid_hparams();
-    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_OK);
+    CHECK(nemotron_hparams_check(&hp) == NEMOTRON_OK);
     hp.num_prompts = 128;
-    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_ERR_UNSUPPORTED);
+    CHECK(nemotron_hparams_check(&hp) == NEMOTRON_ERR_UNSUPPORTED);
     CHECK(contains(nemotron_last_error(), "language prompts (num_prompts 128)"));
     hp.normalize = NEMOTRON_NORMALIZE_PER_FEATURE;
     hp.d_head = 64; // every problem is named, the unsupported ones first
-    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_ERR_UNSUPPORTED);
+    CHECK(nemotron_hparams_check(&hp) == NEMOTRON_ERR_UNSUPPORTED);
     const std::string all = nemotron_last_error();
     CHECK(contains(all.c_str(), "language prompts") && contains(all.c_str(), "feature normalisation 'per_feature'") &&
           contains(all.c_str(), "n_heads 8 x d_head 64 != d_model 1024"));
     hp = valid_hparams();
     hp.hop_length = 1024;
-    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_ERR_INVALID_MODEL);
+    CHECK(nemotron_hparams_check(&hp) == NEMOTRON_ERR_INVALID_MODEL);
     CHECK(contains(nemotron_last_error(), "hop 1024"));
     hp = valid_hparams();
     hp.struct_size = 0;
-    CHECK(nemotron_check_hparams(&hp) == NEMOTRON_ERR_INVALID_ARG);
+    CHECK(nemotron_hparams_check(&hp) == NEMOTRON_ERR_INVALID_ARG);
 }
 
 // ---- text -----------------------------------------------------------------------------------
@@ -171,9 +171,9 @@ static void test_logging(const char * model) {
     ggml_log_set(capture_ggml, &other);
     nemotron_log_set(capture_engine, &engine);
     struct nemotron_context * ctx = nullptr;
-    CHECK(nemotron_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
+    CHECK(nemotron_context_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
     ggml_log_internal(GGML_LOG_LEVEL_WARN, "a message of the other user\n");
-    nemotron_free(ctx);
+    nemotron_context_free(ctx);
 
     CHECK(any_line(other, "a message of the other user"));
     CHECK(!any_line(engine, "a message of the other user"));
@@ -191,7 +191,7 @@ static void test_logging(const char * model) {
 
 static void test_stream_outlives_context(const char * model) {
     struct nemotron_context * ctx = nullptr;
-    CHECK(nemotron_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
+    CHECK(nemotron_context_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
     struct nemotron_stream * a = nullptr, * b = nullptr;
     CHECK(nemotron_stream_init(ctx, nullptr, &a) == NEMOTRON_OK);
     CHECK(nemotron_stream_init(ctx, nullptr, &b) == NEMOTRON_OK);
@@ -201,7 +201,7 @@ static void test_stream_outlives_context(const char * model) {
     const int n_frames = nemotron_stream_n_frames(a);
     CHECK(n_frames > 0);
 
-    nemotron_free(ctx); // before its streams: they keep the model's memory
+    nemotron_context_free(ctx); // before its streams: they keep the model's memory
     CHECK(nemotron_stream_feed(a, audio.data(), audio.size()) == NEMOTRON_ERR_INVALID_ARG);
     CHECK(contains(nemotron_last_error(), "model has been freed"));
     CHECK(nemotron_stream_finish(b) == NEMOTRON_ERR_INVALID_ARG);
@@ -213,7 +213,7 @@ static void test_stream_outlives_context(const char * model) {
 
 static void test_take_tokens(const char * model) {
     struct nemotron_context * ctx = nullptr;
-    CHECK(nemotron_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
+    CHECK(nemotron_context_init_from_file(model, nullptr, &ctx) == NEMOTRON_OK);
     struct nemotron_stream * s = nullptr;
     CHECK(nemotron_stream_init(ctx, nullptr, &s) == NEMOTRON_OK);
     std::vector<float> audio(32000);
@@ -237,7 +237,7 @@ static void test_take_tokens(const char * model) {
     CHECK(nemotron_stream_n_frames(s) > frames_before);
     for (int i = 0; i < nemotron_stream_n_tokens(s); ++i) CHECK(nemotron_stream_token_frames(s)[i] >= frames[size_t(n - 1)]);
     nemotron_stream_free(s);
-    nemotron_free(ctx);
+    nemotron_context_free(ctx);
 }
 
 int main(int argc, char ** argv) {

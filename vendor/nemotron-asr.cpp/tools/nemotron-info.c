@@ -47,7 +47,7 @@ int main(int argc, char ** argv) {
     }
 
     struct nemotron_context * ctx = NULL;
-    nemotron_status status = nemotron_init_from_file(path, &params, &ctx);
+    nemotron_status status = nemotron_context_init_from_file(path, &params, &ctx);
     if (status != NEMOTRON_OK) {
         fprintf(stderr, "%s: error %d: %s\n", path, (int) status, nemotron_last_error());
         return 1;
@@ -55,15 +55,15 @@ int main(int argc, char ** argv) {
 
     struct nemotron_hparams hp;
     hp.struct_size = sizeof(hp);
-    nemotron_get_hparams(ctx, &hp);
+    nemotron_context_get_hparams(ctx, &hp);
 
-    printf("file          %s (%llu bytes)\n", path, (unsigned long long) nemotron_model_file_size(ctx));
-    printf("name          %s\n", nemotron_model_name(ctx));
-    printf("layout        %s\n", layout_name(nemotron_model_layout(ctx)));
-    printf("weight type   %s (%llu bytes of weights, %s)\n", nemotron_model_weight_type(ctx),
-           (unsigned long long) nemotron_model_weight_bytes(ctx),
-           nemotron_model_uses_mmap(ctx) ? "used in place from the mapped file" : "copied to the device");
-    printf("backend       %s, %d threads\n", nemotron_model_backend(ctx), nemotron_model_n_threads(ctx));
+    printf("file          %s (%llu bytes)\n", path, (unsigned long long) nemotron_context_file_size(ctx));
+    printf("name          %s\n", nemotron_context_name(ctx));
+    printf("layout        %s\n", layout_name(nemotron_context_layout(ctx)));
+    printf("weight type   %s (%llu bytes of weights, %s)\n", nemotron_context_weight_type(ctx),
+           (unsigned long long) nemotron_context_weight_bytes(ctx),
+           nemotron_context_uses_mmap(ctx) ? "used in place from the mapped file" : "copied to the device");
+    printf("backend       %s, %d threads\n", nemotron_context_backend(ctx), nemotron_context_n_threads(ctx));
     printf("encoder       %d layers, d_model %d, %d heads x %d, d_ff %d, conv kernel %d, xscaling %d, bias %d\n",
            hp.n_layers, hp.d_model, hp.n_heads, hp.d_head, hp.d_ff, hp.conv_kernel_size, hp.xscaling, hp.use_bias);
     printf("subsampling   x%d, %d channels, %d mels\n", hp.subsampling_factor, hp.subsampling_conv_channels, hp.n_mels);
@@ -79,20 +79,20 @@ int main(int argc, char ** argv) {
            hp.sample_rate, hp.win_length, hp.hop_length, hp.n_fft, hp.preemph, hp.log_zero_guard, hp.mag_power,
            (int) hp.normalize);
     printf("tensor groups\n");
-    for (int i = 0; i < nemotron_n_tensor_groups(ctx); ++i) {
+    for (int i = 0; i < nemotron_context_n_tensor_groups(ctx); ++i) {
         struct nemotron_tensor_group g;
         g.struct_size = sizeof(g);
-        nemotron_get_tensor_group(ctx, i, &g);
+        nemotron_context_get_tensor_group(ctx, i, &g);
         printf("  %-13s %-5s %4d tensors %12llu params %12llu bytes\n", g.name, g.type, g.n_tensors,
                (unsigned long long) g.n_params, (unsigned long long) g.n_bytes);
     }
     if (show_vocab) {
-        for (int id = 0; id < nemotron_n_pieces(ctx); ++id) {
+        for (int id = 0; id < nemotron_context_n_pieces(ctx); ++id) {
             size_t len = 0;
-            const char * piece = nemotron_piece(ctx, id, &len);
+            const char * piece = nemotron_context_piece(ctx, id, &len);
             printf("%d\t%.*s\n", id, (int) len, piece);
         }
     }
-    nemotron_free(ctx);
+    nemotron_context_free(ctx);
     return 0;
 }

@@ -123,13 +123,13 @@ int main(int argc, char ** argv) {
     if (audio_path == NULL) return usage(argv[0]);
 
     struct nemotron_context * ctx = NULL;
-    if (nemotron_init_from_file(model_path, &params, &ctx) != NEMOTRON_OK) {
+    if (nemotron_context_init_from_file(model_path, &params, &ctx) != NEMOTRON_OK) {
         fprintf(stderr, "%s: %s\n", model_path, nemotron_last_error());
         return 1;
     }
     struct nemotron_hparams hp;
     hp.struct_size = sizeof hp;
-    nemotron_get_hparams(ctx, &hp);
+    nemotron_context_get_hparams(ctx, &hp);
 
     char why[512];
     int rate = 0;
@@ -137,14 +137,14 @@ int main(int argc, char ** argv) {
     float * samples = read_wav(audio_path, &rate, &n_samples, why, sizeof why);
     if (samples == NULL) {
         fprintf(stderr, "%s\n", why);
-        nemotron_free(ctx);
+        nemotron_context_free(ctx);
         return 1;
     }
     if (rate != hp.sample_rate) {
         fprintf(stderr, "%s is %d Hz; the model takes %d Hz audio (resample it first, e.g. sox in.wav -r %d out.wav)\n",
                 audio_path, rate, hp.sample_rate, hp.sample_rate);
         free(samples);
-        nemotron_free(ctx);
+        nemotron_context_free(ctx);
         return 1;
     }
 
@@ -155,7 +155,7 @@ int main(int argc, char ** argv) {
         if (latency_ms < frame_ms || latency_ms % frame_ms != 0) {
             fprintf(stderr, "--latency must be a positive multiple of %d ms, not %d\n", frame_ms, latency_ms);
             free(samples);
-            nemotron_free(ctx);
+            nemotron_context_free(ctx);
             return 2;
         }
         sp.att_right_context = latency_ms / frame_ms - 1;
@@ -173,16 +173,16 @@ int main(int argc, char ** argv) {
     } else {
         const int32_t * tokens = nemotron_stream_tokens(stream);
         const int n_tokens = nemotron_stream_n_tokens(stream);
-        const size_t length = nemotron_detokenize(ctx, tokens, n_tokens, NULL, 0);
+        const size_t length = nemotron_context_detokenize(ctx, tokens, n_tokens, NULL, 0);
         char * text = malloc(length + 1);
         if (text != NULL) {
-            nemotron_detokenize(ctx, tokens, n_tokens, text, length + 1);
+            nemotron_context_detokenize(ctx, tokens, n_tokens, text, length + 1);
             printf("%s\n", text);
             free(text);
         }
     }
     nemotron_stream_free(stream);
-    nemotron_free(ctx);
+    nemotron_context_free(ctx);
     free(samples);
     return status == NEMOTRON_OK ? 0 : 1;
 }
