@@ -32,7 +32,7 @@ def _sha256(path: Path) -> str:
 def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model's four files in one folder: the committed ones, and the port converter's f32 file
     written again from the .nemo (that converter stores every tensor as it is) and checked by its sha256."""
-    from nemotron_cpp.nemo_checkpoint import read_nemo
+    from nemotron_cpp.gguf.nemo_checkpoint import read_nemo
 
     folder = tmp_path_factory.mktemp("fixtures")
     for name in FIXTURE_SHA256:

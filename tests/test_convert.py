@@ -28,9 +28,9 @@ yaml = pytest.importorskip("yaml")
 
 import nemotron_cpp  # noqa: E402
 from nemotron_cpp import ModelFileError, NemotronModel, UnsupportedModelError  # noqa: E402
-from nemotron_cpp.convert import WEIGHT_TYPES, convert_nemo, model_config  # noqa: E402
-from nemotron_cpp.gguf_layout import relative_pe  # noqa: E402
-from nemotron_cpp.nemo_checkpoint import read_nemo, read_torch_state_dict, sentencepiece_pieces  # noqa: E402
+from nemotron_cpp.gguf.convert import WEIGHT_TYPES, convert_nemo, model_config  # noqa: E402
+from nemotron_cpp.gguf.layout import relative_pe  # noqa: E402
+from nemotron_cpp.gguf.nemo_checkpoint import read_nemo, read_torch_state_dict, sentencepiece_pieces  # noqa: E402
 
 NEMO = "tiny-random.nemo"
 REFERENCE = {"nemo": "layout-a-tiny.f32.gguf", "asr": "layout-b-tiny.q8_0.gguf"}

@@ -16,9 +16,10 @@ import pytest
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("yaml")
 
-from nemotron_cpp import ModelFileError, NemotronModel, UnsupportedModelError, gguf_layout, testing  # noqa: E402
-from nemotron_cpp.convert import WEIGHT_TYPES, convert_nemo  # noqa: E402
-from nemotron_cpp.quantize import RequantizationWarning, quantize_gguf  # noqa: E402
+from nemotron_cpp import ModelFileError, NemotronModel, UnsupportedModelError, testing  # noqa: E402
+from nemotron_cpp.gguf import layout as gguf_layout  # noqa: E402
+from nemotron_cpp.gguf.convert import WEIGHT_TYPES, convert_nemo  # noqa: E402
+from nemotron_cpp.gguf.quantize import RequantizationWarning, quantize_gguf  # noqa: E402
 
 from test_convert import assert_close_for_type, metadata  # noqa: E402
 

@@ -8,8 +8,8 @@ layout:
 
 This module says which tensors each layout holds, under which names, in which shapes and dtypes, and
 with which metadata; :func:`write_gguf` writes any such file atomically. The converter
-(:mod:`nemotron_cpp.convert`), the quantizer (:mod:`nemotron_cpp.quantize`) and the random test models
-(:mod:`nemotron_cpp.testing`) all write through it.
+(:mod:`~nemotron_cpp.gguf.convert`), the quantizer (:mod:`~nemotron_cpp.gguf.quantize`) and the random
+test models (:mod:`~nemotron_cpp.gguf.random_model`) all write through it.
 
 Writing needs the optional ``gguf`` package (``pip install 'nemotron-cpp[convert]'``), imported only
 when a file is written.

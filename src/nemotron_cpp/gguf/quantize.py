@@ -1,6 +1,6 @@
 """Change the weight type of a GGUF model file of either layout.
 
->>> from nemotron_cpp.quantize import quantize_gguf
+>>> from nemotron_cpp.gguf.quantize import quantize_gguf
 >>> quantize_gguf("model.f32.gguf", "model.q4_0.gguf", weight_type="q4_0")  # doctest: +SKIP
 
 The tensors the layout's converter gives the file's weight type (layout A: the conformer layers'
@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Set, Union
 
 import numpy as np
 
-from .errors import ModelFileError, UnsupportedModelError
-from .gguf_layout import FILE_TYPES, KV, FileTensor, check_output, import_gguf, tensor_type, weight_tensor, write_gguf
+from ..errors import ModelFileError, UnsupportedModelError
+from .layout import FILE_TYPES, KV, FileTensor, check_output, import_gguf, tensor_type, weight_tensor, write_gguf
 
 __all__ = ["RequantizationWarning", "quantize_gguf"]
 

@@ -1,6 +1,6 @@
 """Convert a NeMo ``.nemo`` checkpoint of a cache-aware FastConformer RNN-T to GGUF, without PyTorch.
 
->>> from nemotron_cpp.convert import convert_nemo
+>>> from nemotron_cpp.gguf.convert import convert_nemo
 >>> convert_nemo("nemotron-speech-streaming-en-0.6b.nemo", "model.q8_0.gguf", weight_type="q8_0")  # doctest: +SKIP
 
 The output is either layout (``layout="nemo"``, the C++ port's, the default; or ``"asr"``, NVIDIA's),
@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 
-from . import __version__, _lib
-from .errors import ModelFileError, UnsupportedModelError
-from .gguf_layout import (
+from .. import __version__, _lib
+from ..errors import ModelFileError, UnsupportedModelError
+from .layout import (
     FILE_TYPES,
     KV,
     LAYOUTS,

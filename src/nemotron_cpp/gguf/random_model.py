@@ -10,7 +10,7 @@ the two GGUF layouts in circulation:
   (``general.architecture = "asr"``).
 
 Both are checked against real files written by the two converters. What each layout holds (names,
-shapes, dtypes, metadata) and the writer live in :mod:`nemotron_cpp.gguf_layout`, shared with the
+shapes, dtypes, metadata) and the writer live in :mod:`nemotron_cpp.gguf.layout`, shared with the
 converter and the quantizer. The weights follow the
 initialisation recipe of the project's NeMo references (N(0, 1/fan_in) weights, LayerNorm gamma near 1,
 zero blank embedding row), so a model computes something non-degenerate, but they are not the tuned
@@ -22,7 +22,7 @@ missing tensors, wrong shapes or dtypes) for loader error tests.
 Writing needs the optional ``gguf`` package (``pip install 'nemotron-cpp[convert]'``); it is imported
 only when a file is written.
 
-Run as a script to write one file::
+The command line (:func:`main`) writes one file::
 
     python -m nemotron_cpp.testing OUT.gguf [--layout nemo|asr] [--type q8_0] [--size tiny|full] [--seed 0]
 """
@@ -32,14 +32,13 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .gguf_layout import (
+from .layout import (
     FILE_TYPES,
     KV,
     LAYOUTS,
@@ -137,7 +136,7 @@ class _Param:
     scale: float = 1.0
 
 
-# Standard deviations of the roles of gguf_layout.state_dict_spec that are plain N(0, scale^2) draws.
+# Standard deviations of the roles of layout.state_dict_spec that are plain N(0, scale^2) draws.
 _ROLE_SCALE = {"bias": 0.05, "norm_bias": 0.05, "pos_bias": 0.1}
 
 
@@ -411,7 +410,8 @@ def write_model(
 # Command line
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line ``python -m nemotron_cpp.testing``: writes one model and prints its path and size."""
     parser = argparse.ArgumentParser(
         prog="python -m nemotron_cpp.testing", description="Write a random-weight nemotron test model as GGUF."
     )
@@ -426,6 +426,3 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{out} {out.stat().st_size} bytes")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(_main())
