@@ -43,19 +43,14 @@ from .layout import (
 )
 from .nemo_checkpoint import NemoCheckpoint, read_nemo
 
-__all__ = ["WEIGHT_TYPES", "convert_nemo", "model_config"]
+__all__ = ["convert_nemo", "model_config"]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-#: Weight types the converter and the quantizer write.
-WEIGHT_TYPES: Tuple[str, ...] = tuple(FILE_TYPES)
 
 # Where a config leaves a key out, the value is the default of the NeMo class that reads it
 # (ConformerEncoder, RNNTDecoder, RNNTJoint, AudioToMelSpectrogramPreprocessor, greedy decoding).
 _MAX_SYMBOLS_DEFAULT = 10
 _RNNT_MODELS = ("EncDecRNNTBPEModel", "EncDecRNNTModel")
-# The engine holds at most this many right contexts (NEMOTRON_MAX_RIGHT_CONTEXTS in nemotron-asr.h).
-_MAX_RIGHT_CONTEXTS = 8
 
 
 def _class_name(target: Any) -> str:
@@ -267,8 +262,6 @@ def _att_contexts(value: Any, problems: List[str]) -> Tuple[List[int], List[int]
         problems.append(f"encoder.att_context_size {value} (unlimited contexts; a cache-aware model needs limits)")
     elif len(set(lefts)) > 1:
         problems.append(f"encoder.att_context_size {value} (left contexts differ; the engine has one)")
-    elif len(pairs) > _MAX_RIGHT_CONTEXTS:
-        problems.append(f"encoder.att_context_size has {len(pairs)} options (the engine holds {_MAX_RIGHT_CONTEXTS})")
     return lefts or [0], rights or [0]
 
 
@@ -334,7 +327,7 @@ def convert_nemo(
     layout:
         ``"nemo"`` (layout A, the C++ port's) or ``"asr"`` (layout B, NVIDIA's).
     weight_type:
-        One of :data:`WEIGHT_TYPES`. The layout decides which tensors take it (layout A: the conformer
+        One of :data:`~nemotron_cpp.gguf.layout.FILE_TYPES`. The layout decides which tensors take it (layout A: the conformer
         layers' matrices; layout B: every Linear weight); a tensor whose rows are not whole blocks of the
         type is stored F16.
     force:
@@ -360,7 +353,7 @@ def convert_nemo(
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     if weight_type not in FILE_TYPES:
-        raise ValueError(f"weight type must be one of {', '.join(WEIGHT_TYPES)}, not {weight_type!r}")
+        raise ValueError(f"weight type must be one of {', '.join(FILE_TYPES)}, not {weight_type!r}")
     if not src.exists():
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(src))
     check_output(src, dst, force)

@@ -75,7 +75,7 @@ def quantize_gguf(src: PathLike, dst: PathLike, *, weight_type: str, force: bool
         The output; it may not be ``src``. It is written to a temporary file beside it and renamed at
         the end, so an interrupted run leaves no partial output and an existing ``dst`` untouched.
     weight_type:
-        One of :data:`nemotron_cpp.convert.WEIGHT_TYPES` (``f32``, ``f16``, ``bf16``, ``q8_0``,
+        One of :data:`~nemotron_cpp.gguf.layout.FILE_TYPES` (``f32``, ``f16``, ``bf16``, ``q8_0``,
         ``q4_0``, ``q4_1``, ``q5_0``, ``q5_1``, ``q4_k``, ``q5_k``, ``q6_k``).
     force:
         Overwrite an existing ``dst``.

@@ -38,10 +38,12 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 import numpy as np
 
+from ..text import WORD_START
 from .layout import (
     FILE_TYPES,
     KV,
     LAYOUTS,
+    LEGACY_RECORD,
     FileTensor,
     ModelSize,
     hann_window,
@@ -65,14 +67,15 @@ __all__ = [
     "write_model",
 ]
 
-#: Accepted ``weight_type`` values, with the llama-style ``general.file_type`` that layout B records.
+#: Accepted ``weight_type`` values, with the llama-style ``general.file_type`` that layout B records: the
+#: types of :data:`~nemotron_cpp.gguf.layout.FILE_TYPES` but the k-quants (q4_k, q5_k, q6_k). Their blocks
+#: hold 256 values, so they do not divide the tiny models' 128-wide rows: nearly every matrix of a tiny
+#: "q4_k" model would fall back to F16, and the engine would call it an f16 model. The converter and the
+#: quantizer write every type.
 WEIGHT_TYPES: Dict[str, int] = {
     name: FILE_TYPES[name] for name in ("f32", "f16", "q4_0", "q4_1", "q8_0", "q5_0", "q5_1", "bf16")
 }
 
-# Layout A's legacy vocabulary: fixed 8-byte records, so a piece may use at most 7 bytes plus a NUL.
-_LEGACY_RECORD = 8
-_WORD_START = "\u2581"  # SentencePiece's word-boundary mark, 3 bytes in UTF-8
 # Any base64 text satisfies layout B's loader; a real one would be a SentencePiece model proto.
 _SPM_PLACEHOLDER = base64.b64encode(b"random-test-model").decode("ascii")
 
@@ -88,7 +91,7 @@ FULL = ModelSize(n_layers=24, d_model=1024, n_heads=8, d_ff=4096, subsampling_ch
 # Vocabulary
 
 
-def vocab_pieces(n: int, seed: int = 0, *, max_bytes: int = _LEGACY_RECORD - 1) -> List[str]:
+def vocab_pieces(n: int, seed: int = 0, *, max_bytes: int = LEGACY_RECORD - 1) -> List[str]:
     """Return ``n`` distinct SentencePiece-like pieces, deterministic for a given ``seed``.
 
     Id 0 is ``"<unk>"`` (as in NeMo's tokenizers); the rest are a random mix of word starts (``"▁"``,
@@ -101,7 +104,7 @@ def vocab_pieces(n: int, seed: int = 0, *, max_bytes: int = _LEGACY_RECORD - 1) 
     if max_bytes < 2:
         raise ValueError(f"max_bytes must be at least 2, not {max_bytes}")
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    prefix_bytes = len(_WORD_START.encode("utf-8"))
+    prefix_bytes = len(WORD_START.encode("utf-8"))
     max_start = max_bytes - prefix_bytes  # letters that fit after the word-start mark
     capacity = sum(26**k for k in range(2, max_bytes + 1)) + sum(26**k for k in range(1, max_start + 1))
     # Rejection sampling slows down as the space fills; half of it is far beyond any real vocabulary.
@@ -113,7 +116,7 @@ def vocab_pieces(n: int, seed: int = 0, *, max_bytes: int = _LEGACY_RECORD - 1) 
     while len(pieces) < n:
         if max_start >= 1 and rng.random() < 0.5:
             k = int(rng.integers(1, max_start + 1))
-            piece = _WORD_START + "".join(letters[rng.integers(0, 26, size=k)])
+            piece = WORD_START + "".join(letters[rng.integers(0, 26, size=k)])
         else:
             # Continuations of one letter would be only 26; start at two like most BPE merges.
             k = int(rng.integers(2, max_bytes + 1))
