@@ -19,6 +19,11 @@ reference model: a file from here exercises loaders and engines, not transcripti
 :func:`write_model` also has hooks that write deliberately broken files (missing or mistyped metadata,
 missing tensors, wrong shapes or dtypes) for loader error tests.
 
+A random joint emits a token on every step. :func:`tune_joint` reshapes it to emit a chosen rate,
+decoding with the numpy reference decoder here (:func:`predict`, :func:`joint_encoder`,
+:func:`joint_argmax`, :func:`greedy_decode`), which emits the engine's tokens; the tests replay the
+engine's decisions with it too.
+
 Writing needs the optional ``gguf`` package (``pip install 'nemotron-cpp[convert]'``); it is imported
 only when a file is written.
 
@@ -61,8 +66,16 @@ __all__ = [
     "LAYOUTS",
     "TINY",
     "WEIGHT_TYPES",
+    "LstmState",
     "ModelSize",
+    "TunedJoint",
+    "greedy_decode",
+    "joint_argmax",
+    "joint_encoder",
+    "predict",
     "random_state_dict",
+    "start_state",
+    "tune_joint",
     "vocab_pieces",
     "write_model",
 ]
@@ -407,6 +420,128 @@ def write_model(
     # byte-identical to the converter's (and keeps the quirk: the data section is shorter than the sum of
     # padded tensor sizes ggml computes).
     return write_gguf(path, kv, plan, source.take, trim_final_padding=layout == "nemo")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference decoder: the prediction network, the joint and greedy decoding in numpy
+
+_EMBED = "decoder.prediction.embed.weight"
+_LSTM = "decoder.prediction.dec_rnn.lstm."
+_JOINT_OUT = "joint.joint_net.2."  # the joint's output layer
+
+#: The prediction network's state: the hidden and the cell vector of each LSTM layer.
+LstmState = Tuple[List[np.ndarray], List[np.ndarray]]
+
+
+def start_state(w: Mapping[str, np.ndarray]) -> LstmState:
+    """The prediction network's state before its first step: zeros in every layer.
+
+    ``w`` holds the decoder's and the joint's weights under their NeMo names, in PyTorch shapes, as
+    :func:`random_state_dict` and ``NemotronModel.get_tensor`` give them."""
+    layers = sum(1 for name in w if name.startswith(_LSTM + "weight_hh_l"))
+    zeros = [np.zeros(w[_LSTM + "weight_hh_l0"].shape[1], np.float32)] * layers
+    return zeros, list(zeros)
+
+
+def predict(
+    w: Mapping[str, np.ndarray], token: int, h: List[np.ndarray], c: List[np.ndarray]
+) -> Tuple[np.ndarray, List[np.ndarray], List[np.ndarray]]:
+    """One step of the prediction network from state ``h``, ``c``: ``token`` (-1: the start, a zero
+    input) through the LSTM layers; returns the joint's projection of the output and the new state."""
+    x = w[_EMBED][token] if token >= 0 else np.zeros(w[_EMBED].shape[1], np.float32)
+    h, c = list(h), list(c)
+    for k in range(len(h)):
+        gates = (w[f"{_LSTM}weight_ih_l{k}"] @ x + w[f"{_LSTM}bias_ih_l{k}"]
+                 + w[f"{_LSTM}weight_hh_l{k}"] @ h[k] + w[f"{_LSTM}bias_hh_l{k}"])
+        i, f, g, o = np.split(gates, 4)
+        c[k] = c[k] / (1 + np.exp(-f)) + np.tanh(g) / (1 + np.exp(-i))
+        h[k] = x = np.tanh(c[k]) / (1 + np.exp(-o))
+    return w["joint.pred.weight"] @ x + w["joint.pred.bias"], h, c
+
+
+def joint_encoder(w: Mapping[str, np.ndarray], enc: np.ndarray) -> np.ndarray:
+    """The joint's projection of encoder frames ``enc`` ``[frames, d_model]``: ``[frames, joint_dim]``."""
+    projected: np.ndarray = enc @ w["joint.enc.weight"].T + w["joint.enc.bias"]  # numpy's stubs: Any
+    return projected
+
+
+def joint_argmax(w: Mapping[str, np.ndarray], frame: np.ndarray, pred: np.ndarray) -> int:
+    """The joint's choice for a projected encoder frame and a prediction output: a token id, or the
+    blank (the last id)."""
+    return int(np.argmax(w[_JOINT_OUT + "weight"] @ np.maximum(frame + pred, 0) + w[_JOINT_OUT + "bias"]))
+
+
+def greedy_decode(w: Mapping[str, np.ndarray], enc: np.ndarray, max_symbols: int) -> List[int]:
+    """Greedy RNN-T decoding of encoder output ``enc`` ``[frames, d_model]``, at most ``max_symbols``
+    tokens per frame: the token ids, those the engine emits from the same encoder output and weights."""
+    blank = w[_JOINT_OUT + "weight"].shape[0] - 1
+    pred, h, c = predict(w, -1, *start_state(w))
+    tokens = []
+    for frame in joint_encoder(w, enc):
+        for _ in range(max_symbols):
+            k = joint_argmax(w, frame, pred)
+            if k == blank:
+                break
+            pred, h, c = predict(w, k, h, c)
+            tokens.append(k)
+    return tokens
+
+
+@dataclass(frozen=True)
+class TunedJoint:
+    """What :func:`tune_joint` found."""
+
+    tensors: Dict[str, np.ndarray]  #: the joint's changed tensors, to replace the random ones
+    blank_bias: float  #: the bias of the blank's output row it chose
+    tokens_per_frame: float  #: the median over the tuning decodes
+
+
+def tune_joint(
+    state: Mapping[str, np.ndarray], size: ModelSize, encs: Sequence[np.ndarray], target: float
+) -> TunedJoint:
+    """Reshapes the random joint of ``state`` so that greedy decoding of the encoder outputs ``encs``
+    emits about ``target`` tokens per frame (median over ``encs``) instead of a token on every step.
+
+    The recipe of ``tune_joint`` in ``scripts/make_reference.py``, which shapes the joint of the NeMo
+    reference models in torch, on NeMo's own modules, where this package is not installed; this copy,
+    for models that never see NeMo (bench/run.py's), searches the blank's bias more coarsely. Returns
+    the joint's tensors that changed; ``state`` is left as it is."""
+    w = {k: v.copy() for k, v in state.items() if k.startswith(("decoder.", "joint."))}
+    # A deep random encoder's output is nearly one vector per utterance, so every frame would get the
+    # same answer and the rate would jump from none to all as the blank's bias moves: the joint loses
+    # its response to each decode's mean and is scaled to unit spread over frames.
+    means = np.linalg.qr(np.stack([e.mean(0) for e in encs]).T)[0]
+    w["joint.enc.weight"] -= (w["joint.enc.weight"] @ means) @ means.T
+    proj = np.concatenate([e @ w["joint.enc.weight"].T for e in encs])
+    spread = (proj - proj.mean(0)).std()
+    w["joint.enc.weight"] /= spread
+    proj /= spread
+    # The same spread over decoder states, so that the tokens emitted so far matter.
+    start = start_state(w)
+    tokens = np.random.default_rng(0).integers(0, size.vocab, 64)
+    preds = np.stack([predict(w, int(t), *start)[0] for t in tokens])
+    w["joint.pred.weight"] /= (preds - preds.mean(0)).std()
+    # Token rows lose their part along the mean hidden vector and the blank's row points along it,
+    # so the blank's bias sets how often a token wins.
+    hidden = np.maximum(proj + w["joint.enc.bias"] + predict(w, -1, *start)[0], 0)
+    mu = hidden.mean(0) / np.linalg.norm(hidden.mean(0))
+    rows = 3 * w[_JOINT_OUT + "weight"]
+    rows -= np.outer(rows @ mu, mu)
+    rows[size.vocab] = 3 * mu
+    w[_JOINT_OUT + "weight"] = rows.astype(np.float32)
+    # The rate falls as the bias rises, still in steps: bisect, keep the bias whose median is closest.
+    lo, hi, best = -64.0, 64.0, (np.inf, 0.0, 0.0)
+    for _ in range(16):
+        mid = (lo + hi) / 2
+        w[_JOINT_OUT + "bias"][size.vocab] = mid
+        rate = float(np.median([len(greedy_decode(w, e, size.max_symbols)) / len(e) for e in encs]))
+        best = min(best, (abs(rate - target), mid, rate))
+        if best[0] <= 0.05:
+            break
+        lo, hi = (mid, hi) if rate > target else (lo, mid)
+    w[_JOINT_OUT + "bias"][size.vocab] = best[1]
+    tensors = {k: w[k] for k in ("joint.enc.weight", "joint.pred.weight", _JOINT_OUT + "weight", _JOINT_OUT + "bias")}
+    return TunedJoint(tensors, blank_bias=best[1], tokens_per_frame=best[2])
 
 
 # ---------------------------------------------------------------------------------------------------
