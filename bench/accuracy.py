@@ -41,7 +41,7 @@ def main() -> int:
     models: Dict[str, Path] = {"q8_0 (shipped)": demo_model_path(log=False)}
     tmp = tempfile.TemporaryDirectory()
     if args.nemo:
-        from nemotron_cpp.convert import convert_nemo
+        from nemotron_cpp.gguf.convert import convert_nemo
 
         for weight_type in ("f32", "q4_0"):
             models[weight_type] = convert_nemo(args.nemo, Path(tmp.name) / f"demo.{weight_type}.gguf",

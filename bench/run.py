@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import soundfile
@@ -64,8 +64,6 @@ SENTENCES = [
 TUNE_SECONDS = 6.0  # of speech to tune the random joint on: enough frames, and seconds of work at full size
 TARGET_RATE = 0.5  # tokens per encoder frame, as in the project's NeMo references
 MODES = {"threads": "a Python thread feeds each stream", "batched": "model.step() computes all streams together"}
-LSTM = "decoder.prediction.dec_rnn.lstm."
-OUT = "joint.joint_net.2."  # the joint's output layer
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -98,75 +96,6 @@ def as_wav16k(path: Path, cache: Path) -> Path:
     return out
 
 
-def predict(w: Dict[str, np.ndarray], token: int, h: List[np.ndarray], c: List[np.ndarray]) -> Tuple[Any, ...]:
-    """One step of the prediction network (token -1: the start, a zero input); returns (joint input, h, c)."""
-    x = w["decoder.prediction.embed.weight"][token] if token >= 0 else np.zeros_like(h[0])
-    h, c = list(h), list(c)
-    for k in range(len(h)):
-        gates = (w[f"{LSTM}weight_ih_l{k}"] @ x + w[f"{LSTM}bias_ih_l{k}"]
-                 + w[f"{LSTM}weight_hh_l{k}"] @ h[k] + w[f"{LSTM}bias_hh_l{k}"])
-        i, f, g, o = np.split(gates, 4)
-        c[k] = c[k] / (1 + np.exp(-f)) + np.tanh(g) / (1 + np.exp(-i))
-        h[k] = x = np.tanh(c[k]) / (1 + np.exp(-o))
-    return w["joint.pred.weight"] @ x + w["joint.pred.bias"], h, c
-
-
-def greedy_rate(w: Dict[str, np.ndarray], enc: np.ndarray, size: Any) -> float:
-    """Tokens per encoder frame of greedy RNN-T decoding, in numpy (it matches the engine's counts)."""
-    zeros = [np.zeros(size.pred_hidden, np.float32)] * size.pred_layers
-    pred, h, c = predict(w, -1, zeros, zeros)
-    emitted = 0
-    for frame in enc @ w["joint.enc.weight"].T + w["joint.enc.bias"]:
-        for _ in range(size.max_symbols):
-            k = int(np.argmax(w[OUT + "weight"] @ np.maximum(frame + pred, 0) + w[OUT + "bias"]))
-            if k == size.vocab:  # the blank
-                break
-            pred, h, c = predict(w, k, h, c)
-            emitted += 1
-    return emitted / len(enc)
-
-
-def tune_joint(state: Dict[str, np.ndarray], size: Any, encs: List[np.ndarray]) -> Dict[str, np.ndarray]:
-    """Reshapes the random joint, as scripts/make_reference.py's tune_joint does in torch, so that greedy
-    decoding emits about TARGET_RATE tokens per frame of speech instead of a token on every step."""
-    w = {k: v.copy() for k, v in state.items() if k.startswith(("decoder.", "joint."))}
-    # A deep random encoder's output is nearly one vector per utterance, so every frame would get the
-    # same answer and the rate would jump from none to all as the blank's bias moves: the joint loses
-    # its response to each decode's mean and is scaled to unit spread over frames.
-    means = np.linalg.qr(np.stack([e.mean(0) for e in encs]).T)[0]
-    w["joint.enc.weight"] -= (w["joint.enc.weight"] @ means) @ means.T
-    proj = np.concatenate([e @ w["joint.enc.weight"].T for e in encs])
-    spread = (proj - proj.mean(0)).std()
-    w["joint.enc.weight"] /= spread
-    proj /= spread
-    # The same spread over decoder states, so that the tokens emitted so far matter.
-    zeros = [np.zeros(size.pred_hidden, np.float32)] * size.pred_layers
-    tokens = np.random.default_rng(0).integers(0, size.vocab, 64)
-    preds = np.stack([predict(w, int(t), zeros, zeros)[0] for t in tokens])
-    w["joint.pred.weight"] /= (preds - preds.mean(0)).std()
-    # Token rows lose their part along the mean hidden vector and the blank's row points along it,
-    # so the blank's bias sets how often a token wins.
-    hidden = np.maximum(proj + w["joint.enc.bias"] + predict(w, -1, zeros, zeros)[0], 0)
-    mu = hidden.mean(0) / np.linalg.norm(hidden.mean(0))
-    rows = 3 * w[OUT + "weight"]
-    rows -= np.outer(rows @ mu, mu)
-    rows[size.vocab] = 3 * mu
-    w[OUT + "weight"] = rows.astype(np.float32)
-    # The rate falls as the bias rises, still in steps: bisect, keep the bias whose median is closest.
-    lo, hi, best = -64.0, 64.0, (np.inf, 0.0, 0.0)
-    for _ in range(16):
-        mid = (lo + hi) / 2
-        w[OUT + "bias"][size.vocab] = mid
-        rate = float(np.median([greedy_rate(w, e, size) for e in encs]))
-        best = min(best, (abs(rate - TARGET_RATE), mid, rate))
-        if best[0] <= 0.05:
-            break
-        lo, hi = (mid, hi) if rate > TARGET_RATE else (lo, mid)
-    w[OUT + "bias"][size.vocab] = best[1]
-    print(f"joint tuned: blank bias {best[1]:+.2f}, median {best[2]:.2f} tokens per frame", file=sys.stderr)
-    return {k: w[k] for k in ("joint.enc.weight", "joint.pred.weight", OUT + "weight", OUT + "bias")}
-
-
 def default_models(cache: Path, types: List[str]) -> Dict[str, Path]:
     """The full-size random model in each type; every file has the same weights, joint tuned once."""
     from nemotron_cpp import NemotronModel, testing
@@ -193,7 +122,10 @@ def default_models(cache: Path, types: List[str]) -> Dict[str, Path]:
                     s.finalize()
                     encs.append(s.encoder_output)
         probe.unlink()
-        np.savez(joint, **tune_joint(state, size, encs))  # type: ignore[arg-type]  # numpy's stub: **kwds as bool
+        tuned = testing.tune_joint(state, size, encs, TARGET_RATE)
+        print(f"joint tuned: blank bias {tuned.blank_bias:+.2f}, median {tuned.tokens_per_frame:.2f} tokens per frame",
+              file=sys.stderr)
+        np.savez(joint, **tuned.tensors)  # type: ignore[arg-type]  # numpy's stub: **kwds as bool
     state.update(np.load(joint))
     for t in missing:
         print(f"writing {paths[t]}", file=sys.stderr)

@@ -463,6 +463,10 @@ def tune_joint(model: Any, tuning_audio: Sequence[np.ndarray], target: float, se
     decode's mean encoder output and is rescaled to unit spread over frames; and the prediction
     network's projection is rescaled to the same spread over token states, so that the decoder state
     matters. Tuning decodes: TUNING_CLIPS x all att_context_sizes, offline.
+
+    ``nemotron_cpp.testing.tune_joint`` is the same recipe in numpy, for the benchmark's random models
+    (bench/run.py), which are never NeMo models; this one works on NeMo's own modules, where this
+    package is not installed.
     """
     import torch
 

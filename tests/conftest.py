@@ -32,7 +32,7 @@ def _sha256(path: Path) -> str:
 def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model's four files in one folder: the committed ones, and the port converter's f32 file
     written again from the .nemo (that converter stores every tensor as it is) and checked by its sha256."""
-    from nemotron_cpp.nemo_checkpoint import read_nemo
+    from nemotron_cpp.gguf.nemo_checkpoint import read_nemo
 
     folder = tmp_path_factory.mktemp("fixtures")
     for name in FIXTURE_SHA256:
@@ -81,29 +81,15 @@ def load_in_subprocess(path: Path) -> Dict[str, Any]:
 
 def replay_decisions(model: NemotronModel, w: Dict[str, np.ndarray], enc: np.ndarray, trace: np.ndarray) -> List[int]:
     """The joint's argmax at each step of `trace`, given encoder frames `enc` and the label
-    history of `trace` (teacher forcing), computed in numpy from the model's decoder weights `w`."""
-    hp = model.hparams
-    lstm = "decoder.prediction.dec_rnn.lstm."
-    h = [np.zeros(hp.pred_hidden, np.float32) for _ in range(hp.pred_num_layers)]
-    c = [np.zeros(hp.pred_hidden, np.float32) for _ in range(hp.pred_num_layers)]
-    last, pred, out = -1, None, []
+    history of `trace` (teacher forcing), computed by nemotron_cpp.testing's numpy decoder from the
+    model's decoder weights `w`."""
+    frames = testing.joint_encoder(w, enc)
+    pred, h, c = testing.predict(w, -1, *testing.start_state(w))
+    out = []
     for frame, token in zip(trace["frame"], trace["token"]):
-        if pred is None:
-            x = np.zeros(hp.pred_embed_dim, np.float32) if last < 0 else w["decoder.prediction.embed.weight"][last]
-            new_h, new_c = [], []
-            for layer in range(hp.pred_num_layers):
-                gates = (w[f"{lstm}weight_ih_l{layer}"] @ x + w[f"{lstm}bias_ih_l{layer}"]
-                         + w[f"{lstm}weight_hh_l{layer}"] @ h[layer] + w[f"{lstm}bias_hh_l{layer}"])
-                i, f, g, o = np.split(gates, 4)
-                cell = 1 / (1 + np.exp(-f)) * c[layer] + 1 / (1 + np.exp(-i)) * np.tanh(g)
-                x = 1 / (1 + np.exp(-o)) * np.tanh(cell)
-                new_h.append(x)
-                new_c.append(cell)
-            pred = w["joint.pred.weight"] @ x + w["joint.pred.bias"]
-        hidden = np.maximum(0, w["joint.enc.weight"] @ enc[frame] + w["joint.enc.bias"] + pred)
-        out.append(int(np.argmax(w["joint.joint_net.2.weight"] @ hidden + w["joint.joint_net.2.bias"])))
-        if token != hp.blank_id:
-            h, c, last, pred = new_h, new_c, int(token), None
+        out.append(testing.joint_argmax(w, frames[frame], pred))
+        if token != model.hparams.blank_id:
+            pred, h, c = testing.predict(w, int(token), h, c)
     return out
 
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from nemotron_cpp import Endpointing, NemotronModel, system_info
-from nemotron_cpp.quantize import quantize_gguf
+from nemotron_cpp.gguf.quantize import quantize_gguf
 
 REFERENCE = Path(__file__).parent / "reference" / "tiny"
 CLIPS = ("speech_a", "speech_b", "speech_noisy", "noise", "silence", "speech_a")

@@ -28,9 +28,9 @@ yaml = pytest.importorskip("yaml")
 
 import nemotron_cpp  # noqa: E402
 from nemotron_cpp import ModelFileError, NemotronModel, UnsupportedModelError  # noqa: E402
-from nemotron_cpp.convert import WEIGHT_TYPES, convert_nemo, model_config  # noqa: E402
-from nemotron_cpp.gguf_layout import relative_pe  # noqa: E402
-from nemotron_cpp.nemo_checkpoint import read_nemo, read_torch_state_dict, sentencepiece_pieces  # noqa: E402
+from nemotron_cpp.gguf.convert import convert_nemo, model_config  # noqa: E402
+from nemotron_cpp.gguf.layout import FILE_TYPES, relative_pe  # noqa: E402
+from nemotron_cpp.gguf.nemo_checkpoint import read_nemo, read_torch_state_dict, sentencepiece_pieces  # noqa: E402
 
 NEMO = "tiny-random.nemo"
 REFERENCE = {"nemo": "layout-a-tiny.f32.gguf", "asr": "layout-b-tiny.q8_0.gguf"}
@@ -150,7 +150,7 @@ def references(fixtures_dir: Path) -> Dict[str, Tuple[Dict[str, Any], Tuple[str,
 # every layout and type, read back by the engine
 
 
-@pytest.mark.parametrize("wtype", WEIGHT_TYPES)
+@pytest.mark.parametrize("wtype", list(FILE_TYPES))
 @pytest.mark.parametrize("layout", ["nemo", "asr"])
 def test_convert_loads_and_round_trips(
     nemo_path: Path, checkpoint: Any, references: Dict[str, Any], tmp_path: Path, layout: str, wtype: str
@@ -484,6 +484,12 @@ def test_converter_refuses_what_the_engine_refuses(checkpoint: Any) -> None:
     inconsistent = _unsupported(checkpoint.config, preprocessor__window_size=0.05)
     with pytest.raises(ModelFileError, match="a preprocessor window of 800 samples, hop 160, n_fft 512"):
         model_config(inconsistent)
+    # The engine holds NEMOTRON_MAX_RIGHT_CONTEXTS (8) right contexts; its table says so, not a Python copy.
+    eight = _unsupported(checkpoint.config, encoder__att_context_size=[[70, r] for r in range(8)])
+    assert model_config(eight)[0].att_right == tuple(range(8))
+    nine = _unsupported(checkpoint.config, encoder__att_context_size=[[70, r] for r in range(9)])
+    with pytest.raises(ModelFileError, match=r"9 right contexts \(1 to 8 are valid\)"):
+        model_config(nine)
 
 
 def test_model_config_of_the_fixture(checkpoint: Any) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import nemotron_cpp
-from nemotron_cpp import BackendError, HParams, NemotronModel, testing
+from nemotron_cpp import BackendError, HParams, ModelInfo, NemotronModel, testing
 
 FIXTURE_FILES = ["layout-a-tiny.f32.gguf", "layout-a-tiny.q8_0.gguf", "layout-b-tiny.q8_0.gguf"]
 
@@ -128,6 +128,11 @@ def test_generated_models_load(model_factory: Callable[..., Path], layout: str, 
         assert types["encoder.layers.1.feed_forward2.linear1.weight"] == weight_type
         assert types["encoder.layers.0.norm_out.weight"] == "f32"
         assert model.file_size == path.stat().st_size
+        # The properties are the fields of model.info, one frozen record.
+        assert isinstance(model.info, ModelInfo) and model.info.name == "random-test-model"
+        assert [getattr(model, f.name) for f in dataclasses.fields(ModelInfo)] == list(dataclasses.astuple(model.info))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            model.info.n_threads = 1  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("layout", ["nemo", "asr"])

@@ -38,6 +38,26 @@ def test_installed_library_has_no_build_paths() -> None:
     assert (PACKAGE / "data" / "demo.q8_0.gguf").exists() and (PACKAGE / "data" / "demo-sample.flac").exists()
 
 
+
+def test_tooling_keeps_its_earlier_module_names() -> None:
+    """The GGUF tooling lives in nemotron_cpp.gguf; its earlier modules re-export the same objects,
+    and importing the package loads none of it."""
+    import nemotron_cpp.convert
+    import nemotron_cpp.gguf.convert
+    import nemotron_cpp.gguf.quantize
+    import nemotron_cpp.gguf.random_model
+    import nemotron_cpp.quantize
+    import nemotron_cpp.testing
+
+    for old, new in ((nemotron_cpp.testing, nemotron_cpp.gguf.random_model),
+                     (nemotron_cpp.convert, nemotron_cpp.gguf.convert),
+                     (nemotron_cpp.quantize, nemotron_cpp.gguf.quantize)):
+        assert old.__all__ and all(getattr(old, name) is getattr(new, name) for name in old.__all__), old.__name__
+    loaded = subprocess.run([sys.executable, "-c", "import sys, nemotron_cpp; print(sorted(sys.modules))"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "nemotron_cpp.gguf" not in loaded and "nemotron_cpp.testing" not in loaded
+
+
 @pytest.mark.build
 def test_sdist_builds_and_installs(tmp_path: Path, fixtures_dir: Path) -> None:
     subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path / "dist"), str(REPO)],

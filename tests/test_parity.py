@@ -22,7 +22,7 @@ import yaml
 
 from conftest import edit_distance, replay_decisions
 from nemotron_cpp import NemotronModel
-from nemotron_cpp.convert import convert_nemo
+from nemotron_cpp.gguf.convert import convert_nemo
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCES = {name: REPO / "tests" / "reference" / name for name in ("tiny", "tiny-xscaling")}

@@ -16,9 +16,10 @@ import pytest
 gguf = pytest.importorskip("gguf")
 pytest.importorskip("yaml")
 
-from nemotron_cpp import ModelFileError, NemotronModel, UnsupportedModelError, gguf_layout, testing  # noqa: E402
-from nemotron_cpp.convert import WEIGHT_TYPES, convert_nemo  # noqa: E402
-from nemotron_cpp.quantize import RequantizationWarning, quantize_gguf  # noqa: E402
+from nemotron_cpp import ModelFileError, NemotronModel, UnsupportedModelError, testing  # noqa: E402
+from nemotron_cpp.gguf import layout as gguf_layout  # noqa: E402
+from nemotron_cpp.gguf.convert import convert_nemo  # noqa: E402
+from nemotron_cpp.gguf.quantize import RequantizationWarning, quantize_gguf  # noqa: E402
 
 from test_convert import assert_close_for_type, metadata  # noqa: E402
 
@@ -91,7 +92,7 @@ def test_from_f32_equals_converting_to_the_type(
         assert quantized.read_bytes() == direct.read_bytes(), wtype
 
 
-@pytest.mark.parametrize("wtype", WEIGHT_TYPES)
+@pytest.mark.parametrize("wtype", list(gguf_layout.FILE_TYPES))
 def test_any_type_to_any_type(f32_models: Dict[str, Path], tmp_path: Path, wtype: str) -> None:
     # Going through every type and back to f16 keeps the file loadable and the values near the source.
     mid = quantize_gguf(f32_models["asr"], tmp_path / "mid.gguf", weight_type=wtype)

@@ -2,7 +2,7 @@
 
 The references are the two converters' own files for one tiny model (conftest's ``fixtures_dir``): the
 writer must reproduce their keys, types, tensor names, dtypes and shapes, and byte for byte the files
-themselves when given the same weights.
+themselves when given the same weights. The numpy reference decoder is checked against the engine.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
+import soundfile
 
 gguf = pytest.importorskip("gguf")
 
-from nemotron_cpp import testing  # noqa: E402
+from nemotron_cpp import NemotronModel, testing  # noqa: E402
 
 A_F32 = "layout-a-tiny.f32.gguf"
 A_Q8 = "layout-a-tiny.q8_0.gguf"
@@ -491,6 +492,57 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
     testing.write_model(target)
     assert target.read_bytes()[:4] == b"GGUF"
     assert [f.name for f in tmp_path.iterdir()] == ["m.gguf"]
+
+
+# --------------------------------------------------------------------------------------------------
+# the numpy reference decoder
+
+
+def _speech() -> List[np.ndarray]:
+    folder = Path(__file__).parent / "reference" / "tiny"
+    return [soundfile.read(folder / f"{name}.wav", dtype="float32")[0] for name in ("speech_a", "speech_b", "speech_noisy")]
+
+
+def _decoder_weights(model: NemotronModel) -> Dict[str, np.ndarray]:
+    return {t.name: model.get_tensor(t.name) for t in model.tensors if t.name.startswith(("decoder.", "joint."))}
+
+
+def test_reference_decoder_emits_the_engines_tokens(fixtures_dir: Path) -> None:
+    with NemotronModel(fixtures_dir / A_F32, n_threads=1) as model:
+        w = _decoder_weights(model)
+        for audio in _speech():
+            for latency in model.latencies_ms:
+                with model.stream(latency, chunking="offline", keep_encoder_output=True) as s:
+                    s.feed(audio)
+                    s.finalize()
+                    tokens = testing.greedy_decode(w, s.encoder_output, model.hparams.max_symbols_per_step)
+                    assert tokens == s.tokens.tolist(), latency
+
+
+def test_tuned_joint_emits_its_rate_on_the_engine(tmp_path: Path) -> None:
+    """bench/run.py's recipe at the tiny size: the random joint emits a token on every step; tuned on
+    the engine's encoder outputs, it emits about the target rate, on the engine as in numpy."""
+    size, speech = testing.TINY, _speech()[0]
+    state = testing.random_state_dict(size)
+
+    def decode(path: Path) -> Tuple[List[np.ndarray], List[float]]:
+        encs, rates = [], []
+        with NemotronModel(path, n_threads=1) as model:
+            for latency in model.latencies_ms:
+                with model.stream(latency, endpointing=False, keep_encoder_output=True) as s:
+                    s.feed(speech)
+                    s.finalize()
+                    encs.append(s.encoder_output)
+                    rates.append(len(s.tokens) / s.n_frames)
+        return encs, rates
+
+    encs, rates = decode(testing.write_model(tmp_path / "random.gguf", state_dict=state))
+    assert rates == [size.max_symbols] * len(encs)
+    tuned = testing.tune_joint(state, size, encs, target=0.5)
+    assert abs(tuned.tokens_per_frame - 0.5) <= 0.05
+    assert tuned.tensors["joint.joint_net.2.bias"][size.vocab] == tuned.blank_bias
+    _, rates = decode(testing.write_model(tmp_path / "tuned.gguf", state_dict={**state, **tuned.tensors}))
+    assert np.median(rates) == pytest.approx(tuned.tokens_per_frame, abs=0.05)
 
 
 # --------------------------------------------------------------------------------------------------

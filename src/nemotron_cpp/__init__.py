@@ -6,7 +6,7 @@ from __future__ import annotations
 from .audio import AudioLevelWarning, TruncatedAudioWarning, decode_audio
 from .demo import DemoModelWarning
 from .errors import AudioError, BackendError, ModelFileError, NemotronError, UnsupportedModelError
-from .info import DeviceInfo, HParams, SystemInfo, TensorGroup, TensorInfo, system_info
+from .info import DeviceInfo, HParams, ModelInfo, SystemInfo, TensorGroup, TensorInfo, system_info
 from .model import NemotronModel
 from .results import Segment, Token, Transcript, Word
 from .segmenter import Endpointing
@@ -27,6 +27,7 @@ __all__ = [
     "decode_audio",
     "detokenize",
     "HParams",
+    "ModelInfo",
     "TensorInfo",
     "TensorGroup",
     "DeviceInfo",

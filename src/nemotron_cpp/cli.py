@@ -21,7 +21,7 @@ from .errors import NemotronError
 from .chunking import right_context
 from .demo import DEMO_DOMAIN, demo_model_path, demo_sample
 from .formats import FORMATS, format_transcript, plural
-from .gguf_layout import FILE_TYPES, LAYOUTS
+from .gguf.layout import FILE_TYPES, LAYOUTS
 from .info import system_info
 from .model import NemotronModel, _parse_backend
 from .results import Transcript
@@ -169,7 +169,7 @@ def _writing(args: argparse.Namespace, write: Callable[[], Path]) -> Path:
 
 def _convert(args: argparse.Namespace) -> int:
     # Imported here: converting needs the optional gguf and PyYAML packages, the rest of the CLI does not.
-    from .convert import convert_nemo
+    from .gguf.convert import convert_nemo
 
     out = _writing(args, lambda: convert_nemo(args.src, args.dst, layout=args.layout, weight_type=args.weight_type,
                                               force=args.force))
@@ -178,7 +178,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from .quantize import quantize_gguf
+    from .gguf.quantize import quantize_gguf
 
     out = _writing(args, lambda: quantize_gguf(args.src, args.dst, weight_type=args.weight_type, force=args.force))
     print(f"wrote {out} ({_format_bytes(out.stat().st_size)}, {args.weight_type})")

@@ -7,7 +7,7 @@ from typing import Dict, Tuple
 
 from . import _lib
 
-__all__ = ["HParams", "TensorInfo", "TensorGroup", "DeviceInfo", "SystemInfo", "system_info"]
+__all__ = ["HParams", "ModelInfo", "TensorInfo", "TensorGroup", "DeviceInfo", "SystemInfo", "system_info"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,21 @@ class HParams:
     mag_power: float
     dither: float
     normalize: str  #: "none", "per_feature" or "all_features"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What file a loaded model came from and how the engine holds it, as the engine reports it at load."""
+
+    layout: str  #: "nemo" (the nemotron-asr.cpp port's files) or "asr" (NVIDIA's files)
+    name: str  #: the file's ``general.name``, or ""
+    weight_type: str  #: the type of the encoder layers' matrices, e.g. "q4_0"
+    backend: str  #: the device the model runs on, e.g. "CPU" or "CUDA0"
+    n_threads: int  #: CPU threads the engine uses
+    file_size: int  #: size of the model file in bytes
+    weight_bytes: int  #: bytes of weights the engine holds
+    uses_mmap: bool  #: the weights are used in place from the memory-mapped file
+    repacked_bytes: int  #: bytes of matrices copied at load into the CPU backend's interleaved layouts
 
 
 @dataclass(frozen=True)

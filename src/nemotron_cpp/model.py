@@ -12,7 +12,7 @@ import numpy as np
 from . import _lib, chunking as geometry
 from .audio import AudioInput, iter_audio, to_mono_float
 from .demo import demo_model_path
-from .info import HParams, TensorGroup, TensorInfo
+from .info import HParams, ModelInfo, TensorGroup, TensorInfo
 from .results import Segment, Transcript
 from .segmenter import Endpointing, transcript_of
 from .stream import PCM, Stream, StreamUpdate, run_together
@@ -94,7 +94,7 @@ class NemotronModel:
             raise ValueError(f"n_threads must be a positive integer or None, not {n_threads!r}")
         self._handle = _lib.load(self.path, name, index, n_threads or 0, use_mmap)
         engine = self._handle.live()
-        self._info = _lib.model_info(engine)
+        self._info = ModelInfo(**_lib.model_info(engine))
         self._hparams = HParams(**_lib.hparams(engine))
         self._vocabulary = tuple(p.decode("utf-8", errors="replace") for p in _lib.pieces(engine))
         self._tensors = tuple(TensorInfo(**t) for t in _lib.tensors(engine))
@@ -134,50 +134,55 @@ class NemotronModel:
         return self._vocabulary
 
     @property
+    def info(self) -> ModelInfo:
+        """What file the model came from and how the engine holds it; the properties below read it."""
+        return self._info
+
+    @property
     def layout(self) -> str:
         """``"nemo"`` (the nemotron-asr.cpp port's files) or ``"asr"`` (NVIDIA's files)."""
-        return str(self._info["layout"])
+        return self._info.layout
 
     @property
     def name(self) -> str:
         """The file's ``general.name``, or ``""``."""
-        return str(self._info["name"])
+        return self._info.name
 
     @property
     def weight_type(self) -> str:
         """The type of the encoder layers' matrices, e.g. ``"q4_0"``."""
-        return str(self._info["weight_type"])
+        return self._info.weight_type
 
     @property
     def backend(self) -> str:
         """The device the model runs on, e.g. ``"CPU"`` or ``"CUDA0"``."""
-        return str(self._info["backend"])
+        return self._info.backend
 
     @property
     def n_threads(self) -> int:
         """CPU threads the engine uses."""
-        return int(self._info["n_threads"])
+        return self._info.n_threads
 
     @property
     def file_size(self) -> int:
         """Size of the model file in bytes."""
-        return int(self._info["file_size"])
+        return self._info.file_size
 
     @property
     def weight_bytes(self) -> int:
         """Bytes of weights the engine holds."""
-        return int(self._info["weight_bytes"])
+        return self._info.weight_bytes
 
     @property
     def uses_mmap(self) -> bool:
         """True when the weights are used in place from the memory-mapped file."""
-        return bool(self._info["uses_mmap"])
+        return self._info.uses_mmap
 
     @property
     def repacked_bytes(self) -> int:
         """Bytes of matrices copied at load into the CPU backend's interleaved layouts, whose
         kernels are faster (q4_0 on x86, for one); the rest stay in place in the mapped file."""
-        return int(self._info["repacked_bytes"])
+        return self._info.repacked_bytes
 
     @property
     def tensors(self) -> Tuple[TensorInfo, ...]:

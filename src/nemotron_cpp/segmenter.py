@@ -14,11 +14,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .results import Segment, Token, Transcript, Word
-from .text import detokenize, piece_bytes, text_from_bytes
+from .text import WORD_START, detokenize, piece_bytes, text_from_bytes
 
 __all__ = ["Endpointing", "Segmenter", "transcript_of"]
-
-_WORD_START = "\u2581"
 
 
 def _ms(seconds: float) -> float:
@@ -125,7 +123,7 @@ class Segmenter:
             start = min(f * step, duration)
             token = Token(id=i, text=self._vocabulary[i], start=_ms(start), end=_ms(min(start + step, duration)),
                           confidence=p, frame=f)
-            if self._word and token.text.startswith(_WORD_START):
+            if self._word and token.text.startswith(WORD_START):
                 words.append(self._finish_word())
             self._word.append(token)
             self._utterance.append(token)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-__all__ = ["detokenize", "piece_bytes", "text_from_bytes"]
+__all__ = ["WORD_START", "detokenize", "piece_bytes", "text_from_bytes"]
 
-_WORD_START = "\u2581"  # SentencePiece's "▁": a piece that begins a word
+#: SentencePiece's "▁" (U+2581, 3 bytes in UTF-8): a piece that begins a word starts with it.
+WORD_START = "\u2581"
 _UNKNOWN_SURFACE = " \u2047 "  # SentencePiece prints <unk> as " ⁇ "
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -40,7 +41,7 @@ def piece_bytes(pieces: Sequence[str], ids: Iterable[int]) -> bytes:
         elif i == 0 and piece == "<unk>":
             out += _UNKNOWN_SURFACE.encode()
         else:
-            out += piece.replace(_WORD_START, " ").encode()
+            out += piece.replace(WORD_START, " ").encode()
     return bytes(out)
 
 

@@ -8,8 +8,8 @@ layout:
 
 This module says which tensors each layout holds, under which names, in which shapes and dtypes, and
 with which metadata; :func:`write_gguf` writes any such file atomically. The converter
-(:mod:`nemotron_cpp.convert`), the quantizer (:mod:`nemotron_cpp.quantize`) and the random test models
-(:mod:`nemotron_cpp.testing`) all write through it.
+(:mod:`~nemotron_cpp.gguf.convert`), the quantizer (:mod:`~nemotron_cpp.gguf.quantize`) and the random
+test models (:mod:`~nemotron_cpp.gguf.random_model`) all write through it.
 
 Writing needs the optional ``gguf`` package (``pip install 'nemotron-cpp[convert]'``), imported only
 when a file is written.
@@ -33,6 +33,7 @@ __all__ = [
     "FILE_TYPES",
     "KV",
     "LAYOUTS",
+    "LEGACY_RECORD",
     "FileTensor",
     "ModelSize",
     "Preprocessor",
@@ -74,8 +75,9 @@ FILE_TYPES: Dict[str, int] = {
 
 # NVIDIA's converter writes its sinusoidal table for this many positions (asr.encoder.pos_emb_max_len).
 _POS_EMB_MAX_LEN = 5000
-# Layout A's legacy vocabulary: fixed 8-byte records, so a piece may use at most 7 bytes plus a NUL.
-_LEGACY_RECORD = 8
+#: Layout A's legacy vocabulary (``tokenizer.vocab``) has fixed 8-byte records, so a piece may use at most
+#: 7 bytes plus a NUL.
+LEGACY_RECORD = 8
 
 # Layout A converter's default --pattern for the tensors it quantizes (gguf-formats.md A2.2).
 _A_QUANTIZABLE = re.compile(r"encoder\.layers\.\d+\.(feed_forward\d+|self_attn|conv)\.[^.]+\.weight$")
@@ -512,13 +514,14 @@ def _metadata_nemo(
         "tokenizer.vocab_list": (list(vocab), t.ARRAY, t.STRING),
     }
     encoded = [piece.encode("utf-8") for piece in vocab]
-    fits = all(len(b) < _LEGACY_RECORD for b in encoded)
+    fits = all(len(b) < LEGACY_RECORD for b in encoded)
     if legacy_vocab and not fits:
         longest = max(encoded, key=len)
-        raise ValueError(f"legacy vocab records hold at most 7 bytes; {longest.decode('utf-8')!r} has {len(longest)}")
+        raise ValueError(f"legacy vocab records hold at most {LEGACY_RECORD - 1} bytes; "
+                         f"{longest.decode('utf-8')!r} has {len(longest)}")
     if fits and legacy_vocab is not False:
         # One GGUF STRING whose payload is NUL-padded records; passed as bytes so the NULs survive.
-        blob = b"".join(b.ljust(_LEGACY_RECORD, b"\0") for b in encoded)
+        blob = b"".join(b.ljust(LEGACY_RECORD, b"\0") for b in encoded)
         kv["tokenizer.vocab"] = (blob, t.STRING, None)
     # The C++ port reads every hyperparameter with ggml's UINT32 getter, which asserts the type.
     for key, value in (

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 __all__ = ["NemoCheckpoint", "read_nemo", "read_torch_state_dict", "sentencepiece_pieces"]
 
