@@ -91,7 +91,7 @@ def engine_view(name: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-# Which state-dict entries each layout stores in the file's weight type, restated from gguf-formats.md.
+# Which state-dict entries each layout stores in the file's weight type, restated from the converters' rules.
 _A_WEIGHTS = re.compile(r"encoder\.layers\.\d+\.(feed_forward\d+|self_attn|conv)\.[^.]+\.weight$")
 _B_WEIGHTS = re.compile(
     r"(pre_encode\.out\.weight|\.linear\w*\.weight|pointwise_conv\d\.weight|lstm\.weight_(ih|hh)_l\d"
@@ -168,7 +168,7 @@ def test_convert_loads_and_round_trips(
             got = model.get_tensor(name)
             held.discard(name)
             if name == "preprocessor.featurizer.window" and layout == "asr":
-                # Layout B has no window: the engine rebuilds the symmetric Hann window (torch's float32
+                # The asr layout has no window: the engine rebuilds the symmetric Hann window (torch's float32
                 # arithmetic differs from an exact one by a few ulps).
                 np.testing.assert_allclose(got, want, atol=1e-6)
                 continue
@@ -177,7 +177,7 @@ def test_convert_loads_and_round_trips(
             if weight_rows(layout, name, array.shape):
                 block = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[wtype.upper()]][0]
                 assert stored == (wtype.upper() if want.shape[-1] % block == 0 else "F16"), name
-        # The engine holds nothing that is not in the checkpoint: not layout B's position table either,
+        # The engine holds nothing that is not in the checkpoint: not the asr layout's position table either,
         # since it computes the positions a chunk needs.
         assert not held
 

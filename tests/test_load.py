@@ -59,7 +59,7 @@ def test_fixtures_load(fixtures_dir: Path, name: str) -> None:
 
 def test_both_layouts_map_to_one_representation(fixtures_dir: Path) -> None:
     """The same weights in the two layouts give the same hyperparameters, vocabulary, tensor
-    names and frontend tables (layout B rebuilds the window it does not store)."""
+    names and frontend tables (the asr layout rebuilds the window it does not store)."""
     with NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf") as a, \
             NemotronModel(fixtures_dir / "layout-b-tiny.q8_0.gguf") as b:
         assert a.hparams == b.hparams
@@ -67,7 +67,7 @@ def test_both_layouts_map_to_one_representation(fixtures_dir: Path) -> None:
         names_a = {t.name for t in a.tensors}
         names_b = {t.name for t in b.tensors} - {"encoder.pos_enc.pe"}
         assert names_a == names_b
-        assert "decoder.prediction.dec_rnn.lstm.weight_ih_l0" in names_b  # layout B's LSTM names are mapped
+        assert "decoder.prediction.dec_rnn.lstm.weight_ih_l0" in names_b  # the asr layout's LSTM names are mapped
         dw = {t.name: t for t in b.tensors}["encoder.layers.0.conv.depthwise_conv.weight"]
         assert (dw.type, dw.shape) == ("f32", (9, 128))  # held as F32 [kernel, channels] from either layout
         np.testing.assert_array_equal(a.mel_filterbank, b.mel_filterbank)
@@ -77,7 +77,7 @@ def test_both_layouts_map_to_one_representation(fixtures_dir: Path) -> None:
 
 def test_tensor_values_agree_across_layouts(fixtures_dir: Path) -> None:
     """The same weights read from both layouts and every storage type agree: exactly where both
-    files store f32, within f16 rounding where layout B stores f16, and the q8_0 matrices are
+    files store f32, within f16 rounding where the asr layout stores f16, and the q8_0 matrices are
     within one quantization step of the f32 originals."""
     with NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf") as f32, \
             NemotronModel(fixtures_dir / "layout-a-tiny.q8_0.gguf") as a8, \
@@ -89,7 +89,7 @@ def test_tensor_values_agree_across_layouts(fixtures_dir: Path) -> None:
                                        (b8, b_types[info.name])):
                 got = other.get_tensor(info.name)
                 assert got.shape == ref.shape, info.name
-                # Layout B stores convolution kernels in f16 (held as f32) and has no window.
+                # The asr layout stores convolution kernels in f16 (held as f32) and has no window.
                 rebuilt_by_b = (info.name.endswith("depthwise_conv.weight") or info.name.endswith(".window")
                                 or info.name.startswith("encoder.pre_encode.conv."))
                 if source_type == "f32" and not (other is b8 and rebuilt_by_b):
@@ -99,14 +99,14 @@ def test_tensor_values_agree_across_layouts(fixtures_dir: Path) -> None:
                     # to 127 * d * 2^-11.
                     step = np.abs(ref.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
                     assert np.all(np.abs(got - ref).reshape(-1, 32) <= step * (0.5 + 127 * 2.0**-11)), info.name
-                else:  # f16 in layout B (convolutions, embedding), or B's rebuilt window
+                else:  # f16 in the asr layout (convolutions, embedding), or its rebuilt window
                     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-7, err_msg=info.name)
         with pytest.raises(KeyError, match="no tensor 'nope'"):
             f32.get_tensor("nope")
 
 
 def test_rebuilt_filterbank_matches_nemo(fixtures_dir: Path, model_factory: Callable[..., Path]) -> None:
-    """A layout B file without its filterbank (NVIDIA's converter omits it when librosa is
+    """An asr-layout file without its filterbank (NVIDIA's converter omits it when librosa is
     missing) gets the librosa Slaney filterbank NeMo uses, bit for bit."""
     path = model_factory(layout="asr", weight_type="f32", drop_tensors=["preprocessor.fb"])
     with NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf") as ref, NemotronModel(path) as model:
@@ -159,7 +159,7 @@ def test_layout_a_without_extension_keys(model_factory: Callable[..., Path]) -> 
 
 
 def test_layout_a_inferred_from_shapes(model_factory: Callable[..., Path]) -> None:
-    """Every hyperparameter key of layout A is optional: shapes give them back."""
+    """Every hyperparameter key of the nemo layout is optional: shapes give them back."""
     keys = ["nemo." + k for k in ("n_mels", "d_model", "n_heads", "d_head", "d_ff", "n_layers", "kernel_size",
                                   "vocab_size", "decoder_dim", "joint_dim", "subsampling_factor")]
     path = model_factory(layout="nemo", weight_type="f32", extended_metadata=False, drop_keys=keys)
@@ -168,7 +168,7 @@ def test_layout_a_inferred_from_shapes(model_factory: Callable[..., Path]) -> No
 
 
 def test_legacy_vocabulary_blob(model_factory: Callable[..., Path]) -> None:
-    """Old layout A files carry only tokenizer.vocab, 8-byte NUL-padded records."""
+    """Old nemo-layout files carry only tokenizer.vocab, 8-byte NUL-padded records."""
     path = model_factory(layout="nemo", drop_keys=["tokenizer.vocab_list"], legacy_vocab=True)
     with NemotronModel(path) as model:
         assert model.vocabulary == tuple(testing.vocab_pieces(testing.TINY.vocab))

@@ -56,7 +56,7 @@ def test_chain_f32_q8_0_q4_0(f32_models: Dict[str, Path], tmp_path: Path, layout
     src_kv, src_t = metadata(source), tensors(source)
     for path, wtype in ((q8, "q8_0"), (q4, "q4_0")):
         kv = metadata(path)
-        # Every key kept, in order and byte for byte, but the file type (which layout B records).
+        # Every key kept, in order and byte for byte, but the file type (which the asr layout records).
         assert list(kv) == list(src_kv)
         changed = [k for k in kv if kv[k] != src_kv[k]]
         assert changed == (["general.file_type"] if layout == "asr" else [])

@@ -71,7 +71,7 @@ def _read(path: Path) -> Any:
 
 
 def _fixture_state_dict(fixtures: Path) -> Tuple[Dict[str, np.ndarray], List[str]]:
-    """The fixture model's weights in NeMo shapes, and its vocabulary, from layout A's f32 file."""
+    """The fixture model's weights in NeMo shapes, and its vocabulary, from the nemo layout's f32 file."""
     reader = _read(fixtures / A_F32)
     sd = {}
     for t in reader.tensors:
@@ -84,7 +84,7 @@ def _fixture_state_dict(fixtures: Path) -> Tuple[Dict[str, np.ndarray], List[str
     return sd, [s.decode() if isinstance(s, bytes) else s for s in _keys(reader)["tokenizer.vocab_list"][1]]
 
 
-# Tensor selection rules restated from gguf-formats.md, independently of the module under test.
+# Tensor selection rules restated from the converters', independently of the module under test.
 _A_QUANT = re.compile(r"encoder\.layers\.\d+\.(feed_forward\d+|self_attn|conv)\.[^.]+\.weight$")
 _B_LINEAR = re.compile(
     r"(pre_encode\.out|linear\w*|pointwise_conv\d|lstm\.(ih|hh)_l\d|joint\.(enc|pred)|joint_net\.2)\.weight$"
@@ -473,7 +473,7 @@ def test_drop_override_and_force_tensors(tmp_path: Path) -> None:
     assert tensors["encoder.layers.0.norm_out.weight"].tensor_type == QT.F16
     assert tensors["encoder.pre_encode.out.weight"].tensor_type == QT.Q4_0
 
-    with pytest.raises(KeyError):  # layout B renames the LSTM tensors
+    with pytest.raises(KeyError):  # the asr layout renames the LSTM tensors
         torch_name = "decoder.prediction.dec_rnn.lstm.weight_hh_l1"
         testing.write_model(tmp_path / "x.gguf", layout="asr", drop_tensors=[torch_name])
     with pytest.raises(KeyError):

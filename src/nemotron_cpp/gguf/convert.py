@@ -325,10 +325,10 @@ def convert_nemo(
         The GGUF file to write; written to a temporary file beside it and renamed at the end, so an
         interrupted conversion leaves no partial output.
     layout:
-        ``"nemo"`` (layout A, the C++ port's) or ``"asr"`` (layout B, NVIDIA's).
+        ``"nemo"`` (the layout of the C++ port's files) or ``"asr"`` (the layout of NVIDIA's).
     weight_type:
-        One of :data:`~nemotron_cpp.gguf.layout.FILE_TYPES`. The layout decides which tensors take it (layout A: the conformer
-        layers' matrices; layout B: every Linear weight); a tensor whose rows are not whole blocks of the
+        One of :data:`~nemotron_cpp.gguf.layout.FILE_TYPES`. The layout decides which tensors take it (the nemo layout: the conformer
+        layers' matrices; the asr layout: every Linear weight); a tensor whose rows are not whole blocks of the
         type is stored F16.
     force:
         Overwrite an existing ``dst``.

@@ -3,8 +3,8 @@
 A NeMo state dict (names and PyTorch shapes of ``EncDecRNNTBPEModel``) becomes a GGUF file in either
 layout:
 
-* ``"nemo"`` (layout A): what the C++ port's ``scripts/convert_to_gguf.py`` writes.
-* ``"asr"`` (layout B): what NVIDIA's NeMo-Speech.cpp converter (``conversion/asr.py``) writes.
+* ``"nemo"``: what the C++ port's ``scripts/convert_to_gguf.py`` writes.
+* ``"asr"``: what NVIDIA's NeMo-Speech.cpp converter (``conversion/asr.py``) writes.
 
 This module says which tensors each layout holds, under which names, in which shapes and dtypes, and
 with which metadata; :func:`write_gguf` writes any such file atomically. The converter
@@ -57,7 +57,7 @@ _GGUF_MISSING = "writing GGUF files needs the 'gguf' package: pip install 'nemot
 #: The two layouts: ``"nemo"`` (the C++ port's) and ``"asr"`` (NVIDIA's).
 LAYOUTS: Tuple[str, ...] = ("nemo", "asr")
 
-#: Every weight type the writer can produce, with the llama-style ``general.file_type`` layout B records.
+#: Every weight type the writer can produce, with the llama-style ``general.file_type`` the asr layout records.
 #: The k-quants are stored uniformly, so they are the "S" (small) variants of llama's file types.
 FILE_TYPES: Dict[str, int] = {
     "f32": 0,
@@ -75,16 +75,16 @@ FILE_TYPES: Dict[str, int] = {
 
 # NVIDIA's converter writes its sinusoidal table for this many positions (asr.encoder.pos_emb_max_len).
 _POS_EMB_MAX_LEN = 5000
-#: Layout A's legacy vocabulary (``tokenizer.vocab``) has fixed 8-byte records, so a piece may use at most
+#: The nemo layout's legacy vocabulary (``tokenizer.vocab``) has fixed 8-byte records, so a piece may use at most
 #: 7 bytes plus a NUL.
 LEGACY_RECORD = 8
 
-# Layout A converter's default --pattern for the tensors it quantizes (gguf-formats.md A2.2).
+# The nemo layout's converter quantizes the tensors its default --pattern names.
 _A_QUANTIZABLE = re.compile(r"encoder\.layers\.\d+\.(feed_forward\d+|self_attn|conv)\.[^.]+\.weight$")
 _POINTWISE = re.compile(r"encoder\.layers\.\d+\.conv\.pointwise_conv\d+\.weight$")
 _DEPTHWISE = re.compile(r"encoder\.layers\.\d+\.conv\.depthwise_conv\.weight$")
 _LSTM_TORCH = re.compile(r"^(.*\.lstm)\.(weight|bias)_(ih|hh)_l(\d+)$")
-# Layout B: "Linear" weights get the chosen outtype, convolutions and the embedding F16 (B1.2).
+# The asr layout's converter: "Linear" weights get the chosen outtype, convolutions and the embedding F16.
 _B_LINEAR = re.compile(
     r"^(encoder\.pre_encode\.out\.weight"
     r"|encoder\.layers\.\d+\.(feed_forward\d+\.linear\d+|self_attn\.linear_[a-z]+|conv\.pointwise_conv\d+)\.weight"
@@ -347,7 +347,7 @@ def _squeeze_last(x: np.ndarray) -> np.ndarray:
 
 
 def _depthwise_to_a(x: np.ndarray) -> np.ndarray:
-    # (C, 1, k) -> (k, C): layout A's engine multiplies shifted frames by rows of a [C, k] ggml tensor.
+    # (C, 1, k) -> (k, C): the nemo layout's engine multiplies shifted frames by rows of a [C, k] ggml tensor.
     return np.ascontiguousarray(x[:, 0, :].T)
 
 
@@ -488,9 +488,9 @@ def layout_metadata(
     order and with the types the layout's converter writes.
 
     ``extended`` adds this project's keys that the original converters leave to defaults (right
-    contexts, max symbols, preprocessor settings). ``legacy_vocab`` (layout A) controls the 8-byte-record
+    contexts, max symbols, preprocessor settings). ``legacy_vocab`` (the nemo layout) controls the 8-byte-record
     ``tokenizer.vocab``: ``None`` writes it when every piece fits, ``False`` never, ``True`` always.
-    ``spm_model`` (layout B) is the base64 SentencePiece model proto; without it the file says
+    ``spm_model`` (the asr layout) is the base64 SentencePiece model proto; without it the file says
     ``asr.tokenizer.type = none``.
     """
     if layout == "nemo":
@@ -541,7 +541,7 @@ def _metadata_nemo(
     ):
         kv["nemo." + key] = (value, t.UINT32, None)
     if extended:
-        # This project's own keys: what layout A otherwise leaves to compiled-in defaults.
+        # This project's own keys: what the nemo layout otherwise leaves to compiled-in defaults.
         kv.update(
             {
                 "nemo.att_context_right": (list(size.att_right), t.ARRAY, t.INT32),

@@ -3,8 +3,8 @@
 >>> from nemotron_cpp.gguf.quantize import quantize_gguf
 >>> quantize_gguf("model.f32.gguf", "model.q4_0.gguf", weight_type="q4_0")  # doctest: +SKIP
 
-The tensors the layout's converter gives the file's weight type (layout A: the conformer layers'
-matrices; layout B: every Linear weight) are decoded and stored again in the new type, F16 where their
+The tensors the layout's converter gives the file's weight type (the nemo layout: the conformer layers'
+matrices; the asr layout: every Linear weight) are decoded and stored again in the new type, F16 where their
 rows are not whole blocks of it; every other tensor is copied byte for byte, and so is every metadata
 key except ``general.file_type``, which records the new type. Any type the writer supports can go to any
 other; a tensor already of the target type is copied, not quantized again. Quantizing weights that
@@ -54,7 +54,7 @@ def _field_value(gguf: Any, field: Any) -> KV:
             return [bytes(field.parts[i]) for i in field.data], types[0], types[1]
         return [field.parts[i].tolist()[0] for i in field.data], types[0], types[1]
     if types[0] == vtype.STRING:
-        # Bytes, not text: layout A's legacy vocabulary is a NUL-padded blob.
+        # Bytes, not text: the nemo layout's legacy vocabulary is a NUL-padded blob.
         return bytes(field.parts[field.data[0]]), types[0], None
     return field.parts[field.data[0]].tolist()[0], types[0], None
 
@@ -70,7 +70,7 @@ def quantize_gguf(src: PathLike, dst: PathLike, *, weight_type: str, force: bool
     Parameters
     ----------
     src:
-        The input GGUF file, layout A (``nemo``) or B (``asr``), of any weight type.
+        The input GGUF file, of the nemo or the asr layout, of any weight type.
     dst:
         The output; it may not be ``src``. It is written to a temporary file beside it and renamed at
         the end, so an interrupted run leaves no partial output and an existing ``dst`` untouched.

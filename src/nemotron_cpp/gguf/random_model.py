@@ -4,9 +4,9 @@ The test suite and the benchmarks need model files without downloading the real 
 CI, full-size ones to measure speed and memory. This module makes them from seeded random weights, in
 the two GGUF layouts in circulation:
 
-* ``layout="nemo"`` (layout A): what the C++ port's ``scripts/convert_to_gguf.py`` writes
+* ``layout="nemo"``: what the C++ port's ``scripts/convert_to_gguf.py`` writes
   (``general.architecture = "nemo"``).
-* ``layout="asr"`` (layout B): what NVIDIA's NeMo-Speech.cpp converter (``conversion/asr.py``) writes
+* ``layout="asr"``: what NVIDIA's NeMo-Speech.cpp converter (``conversion/asr.py``) writes
   (``general.architecture = "asr"``).
 
 Both are checked against real files written by the two converters. What each layout holds (names,
@@ -80,7 +80,7 @@ __all__ = [
     "write_model",
 ]
 
-#: Accepted ``weight_type`` values, with the llama-style ``general.file_type`` that layout B records: the
+#: Accepted ``weight_type`` values, with the llama-style ``general.file_type`` that the asr layout records: the
 #: types of :data:`~nemotron_cpp.gguf.layout.FILE_TYPES` but the k-quants (q4_k, q5_k, q6_k). Their blocks
 #: hold 256 values, so they do not divide the tiny models' 128-wide rows: nearly every matrix of a tiny
 #: "q4_k" model would fall back to F16, and the engine would call it an f16 model. The converter and the
@@ -89,7 +89,7 @@ WEIGHT_TYPES: Dict[str, int] = {
     name: FILE_TYPES[name] for name in ("f32", "f16", "q4_0", "q4_1", "q8_0", "q5_0", "q5_1", "bf16")
 }
 
-# Any base64 text satisfies layout B's loader; a real one would be a SentencePiece model proto.
+# Any base64 text satisfies the asr layout's loader; a real one would be a SentencePiece model proto.
 _SPM_PLACEHOLDER = base64.b64encode(b"random-test-model").decode("ascii")
 
 #: The size used in CI: 2 layers, d_model 128; the same structure as the tiny NeMo fixture.
@@ -109,7 +109,7 @@ def vocab_pieces(n: int, seed: int = 0, *, max_bytes: int = LEGACY_RECORD - 1) -
 
     Id 0 is ``"<unk>"`` (as in NeMo's tokenizers); the rest are a random mix of word starts (``"▁"``,
     U+2581, followed by lowercase letters) and continuation pieces (lowercase letters only). Every piece
-    uses at most ``max_bytes`` UTF-8 bytes; the default 7 lets layout A's legacy 8-byte-record vocabulary
+    uses at most ``max_bytes`` UTF-8 bytes; the default 7 lets the nemo layout's legacy 8-byte-record vocabulary
     be written. A larger ``max_bytes`` gives some longer pieces, as in the multilingual vocabulary.
     """
     if n < 1:
@@ -301,10 +301,10 @@ def write_model(
     size:
         Model hyperparameters; :data:`TINY` or :data:`FULL`, or any :class:`ModelSize`.
     layout:
-        ``"nemo"``: layout A, as the C++ port's ``convert_to_gguf.py`` writes it (UINT32 hyperparameters,
+        ``"nemo"``: as the C++ port's ``convert_to_gguf.py`` writes it (UINT32 hyperparameters,
         ``tokenizer.vocab_list`` plus the legacy ``tokenizer.vocab`` blob, depthwise conv as F32 [C, k],
         preprocessor window and 3-D filterbank; with a quantized ``weight_type`` only the encoder layer
-        matrices are quantized; like that converter, no padding after the last tensor's data). ``"asr"``: layout B, as NVIDIA's ``conversion/asr.py`` writes it (the
+        matrices are quantized; like that converter, no padding after the last tensor's data). ``"asr"``: as NVIDIA's ``conversion/asr.py`` writes it (the
         ``asr.*`` keys, ``encoder.pos_enc.pe``, 2-D ``preprocessor.fb``, LSTM tensors renamed
         ``lstm.ih_l0.weight``, depthwise conv F16 [k, 1, C]; every Linear weight gets ``weight_type``,
         convolutions and the embedding F16).
@@ -325,7 +325,7 @@ def write_model(
         Also write this project's extension keys (right contexts, max symbols, preprocessor settings)
         that the original converters do not write. With ``False`` the key set is exactly the converter's.
     legacy_vocab:
-        Layout A's 8-byte-record ``tokenizer.vocab``: ``None`` writes it when every piece fits in 7 bytes
+        The nemo layout's 8-byte-record ``tokenizer.vocab``: ``None`` writes it when every piece fits in 7 bytes
         (as the converter does), ``False`` never, ``True`` always (``ValueError`` if a piece is too long).
 
     The remaining parameters make deliberately broken or unusual files:

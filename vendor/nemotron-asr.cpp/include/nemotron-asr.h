@@ -82,8 +82,8 @@ typedef enum nemotron_backend {
 } nemotron_backend;
 
 typedef enum nemotron_layout {
-    NEMOTRON_LAYOUT_NEMO = 0, /* layout A: general.architecture "nemo" (the nemotron-asr.cpp port's files) */
-    NEMOTRON_LAYOUT_ASR  = 1, /* layout B: general.architecture "asr" (NVIDIA's NeMo-Speech.cpp files)    */
+    NEMOTRON_LAYOUT_NEMO = 0, /* general.architecture "nemo": the nemotron-asr.cpp port's files */
+    NEMOTRON_LAYOUT_ASR  = 1, /* general.architecture "asr": NVIDIA's NeMo-Speech.cpp files    */
 } nemotron_layout;
 
 typedef enum nemotron_normalize {

@@ -1,5 +1,5 @@
 // The window and mel filterbank of NeMo's AudioToMelSpectrogramPreprocessor, rebuilt for
-// files that do not carry them (layout B has no window, and its converter omits the
+// files that do not carry them (the asr layout has no window, and its converter omits the
 // filterbank when librosa is missing).
 #pragma once
 

@@ -1,8 +1,8 @@
 // Reads both published GGUF layouts into the one internal model (model.h).
 //
-// Layout A (general.architecture "nemo") carries few hyperparameters, so the rest are
+// The nemo layout (general.architecture "nemo") carries few hyperparameters, so the rest are
 // inferred from tensor shapes or taken from the model family's documented defaults;
-// layout B ("asr") carries nearly all of them. Either way every tensor is then checked
+// the asr layout ("asr") carries nearly all of them. Either way every tensor is then checked
 // against the hyperparameters (presence, shape, type) before ggml sees it.
 #include "model.h"
 
@@ -518,7 +518,7 @@ private:
         P.lstm.resize(size_t(hp.pred_num_layers));
         for (int l = 0; l < hp.pred_num_layers; ++l) {
             const int64_t in = l == 0 ? hp.pred_embed_dim : H;
-            // PyTorch's names (layout A's) are canonical; layout B renames them.
+            // PyTorch's names (the nemo layout's) are canonical; the asr layout renames them.
             const auto pt = [l](const char * kind, const char * which) {
                 return format("decoder.prediction.dec_rnn.lstm.%s_%s_l%d", kind, which, l);
             };
@@ -536,7 +536,7 @@ private:
         Jw.out_w = bind("joint.joint_net.2.weight", {J, V}, dtype_rule::matrix, "joint");
         Jw.out_b = bind("joint.joint_net.2.bias", {V}, dtype_rule::vector, "joint");
 
-        // Layout B's precomputed position table (encoder.pos_enc.pe) is not read: the engine
+        // The asr layout's precomputed position table (encoder.pos_enc.pe) is not read: the engine
         // computes the few positions a chunk needs as NeMo does.
     }
 
@@ -553,7 +553,7 @@ private:
     }
 
     // The depthwise conv is held as F32 ne [kernel, d_model] whatever the file stores:
-    // layout A writes F32 ne [d_model, kernel], layout B F16 ne [kernel, 1, d_model].
+    // the nemo layout writes F32 ne [d_model, kernel], the asr layout F16 ne [kernel, 1, d_model].
     ggml_tensor * bind_depthwise(const std::string & name) {
         const int64_t d = m_.hparams.d_model, k = m_.hparams.conv_kernel_size;
         const gguf_tensor * src = is_a() ? check_tensor(name, {d, k}, dtype_rule::kernel, true)
