@@ -6,14 +6,14 @@ Not part of the installed package. It runs in a NeMo environment (see ``scripts/
     python3 -m venv /tmp/nemo-venv
     /tmp/nemo-venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
     /tmp/nemo-venv/bin/pip install -c scripts/nemo-constraints.txt -r scripts/nemo-requirements.txt
+    /tmp/nemo-venv/bin/pip install ".[convert]"  # only to build models (--size): it tunes and converts them
     apt-get install -y espeak-ng sox          # only to synthesise new audio
 
 The model is either a ``.nemo`` file (``--nemo PATH``) or built here with seeded random weights
-(``--size tiny|full --seed N``: a BPE
-tokenizer trained on seeded pseudo-English, N(0, 1/fan_in) weights, LayerNorm near 1, blank embedding
-row 0, a joint made to emit a mix of blanks and varied tokens, and a blank bias found by binary search
-for a target median of tokens per encoder frame; see ``tune_joint`` for the two steps added to that
-joint recipe). A built model is saved as ``OUT/model.nemo`` (+ ``model_meta.json``) and converted with
+(``--size tiny|full --seed N``: a BPE tokenizer trained on seeded pseudo-English, N(0, 1/fan_in)
+weights, LayerNorm near 1, blank embedding row 0, and a joint shaped by ``nemotron_cpp.testing.tune_joint``
+to emit a mix of blanks and varied tokens at a target median rate, so this environment needs the
+package too: scripts/README.md). A built model is saved as ``OUT/model.nemo`` (+ ``model_meta.json``) and converted with
 this project's converter (``python -m nemotron_cpp convert ... --layout nemo --type f32``, run by
 ``--nemotron-python``; skipped with a message when no interpreter with ``nemotron_cpp`` is available).
 
@@ -254,9 +254,6 @@ SIZES = {
     "tiny": Size(2, 128, 4, 32, 128, 128, 128, 1.5),
     "full": Size(24, 1024, 8, 256, 640, 640, 1024, 0.5),
 }
-# Norm of the blank row of the joint's output layer (it points along the mean hidden vector).
-BLANK_ROW_NORM = 3.0
-JOINT_WEIGHT_SCALE = 3.0
 
 _FUNCTION_WORDS = (
     "the a an and or but of to in on at by for with from as is are was were be been it this that "
@@ -452,72 +449,36 @@ class GreedyTracer:
                 np.asarray(margins, np.float32), np.asarray(probs, np.float32), carry)
 
 
-def tune_joint(model: Any, tuning_audio: Sequence[np.ndarray], target: float, seed: int) -> Dict[str, Any]:
-    """Shapes the joint so that greedy decoding emits a mix of blanks and varied tokens on speech.
-
-    The base recipe (output weights x3, each row without its component along the mean
-    ReLU hidden vector mu, blank row BLANK_ROW_NORM * mu/|mu|, blank bias binary-searched to a target
-    median of tokens per frame) plus two steps without which, at full size, one context emits only
-    blanks and another 10 tokens on every frame: a deep random encoder's output is dominated by a
-    per-utterance constant, so the joint's encoder projection first loses its response to each tuning
-    decode's mean encoder output and is rescaled to unit spread over frames; and the prediction
-    network's projection is rescaled to the same spread over token states, so that the decoder state
-    matters. Tuning decodes: TUNING_CLIPS x all att_context_sizes, offline.
-
-    ``nemotron_cpp.testing.tune_joint`` is the same recipe in numpy, for the benchmark's random models
-    (bench/run.py), which are never NeMo models; this one works on NeMo's own modules, where this
-    package is not installed.
-    """
+def tune_joint(model: Any, tuning_audio: Sequence[np.ndarray], target: float) -> Dict[str, Any]:
+    """Shapes the joint so that greedy decoding emits a mix of blanks and varied tokens on speech, by
+    ``nemotron_cpp.testing.tune_joint`` (the one recipe, also the benchmark models'; see its comments)
+    on NeMo's own tuning decodes: TUNING_CLIPS x all att_context_sizes, offline. Needs nemotron_cpp in
+    this environment (scripts/README.md)."""
     import torch
+    from nemotron_cpp import testing
 
-    joint, tracer = model.joint, GreedyTracer(model)
-    out_layer, blank = joint.joint_net[-1], tracer.blank
-    encs: List[Any] = []
+    encs: List[np.ndarray] = []
     for samples in tuning_audio:
         mel, mel_len = preprocess(model, samples)
-        encs.extend(offline_encode(model, mel, mel_len, ctx) for ctx in ALL_ATT_CONTEXTS)
-
-    def spread(x: "torch.Tensor") -> float:
-        return float((x - x.mean(0)).std())
-
-    means, _ = torch.linalg.qr(torch.stack([e.mean(0) for e in encs]).T)
-    joint.enc.weight.sub_((joint.enc.weight @ means) @ means.T)
-    joint.enc.weight.div_(spread(torch.cat([joint.project_encoder(e[None])[0] for e in encs])))
-
-    gen = torch.Generator().manual_seed(seed)
-    states = torch.randint(0, blank, (64, 1), generator=gen)
-    joint.pred.weight.div_(spread(joint.project_prednet(model.decoder.predict(states, None, add_sos=False)[0])[:, 0]))
-
-    g0 = tracer.start()["g"][0, 0]
-    mu = torch.cat([torch.relu(joint.project_encoder(e[None])[0] + g0) for e in encs]).mean(0)
-    mu_hat = mu / mu.norm()
-    w = out_layer.weight * JOINT_WEIGHT_SCALE
-    w = w - (w @ mu_hat)[:, None] * mu_hat[None, :]
-    w[blank] = BLANK_ROW_NORM * mu_hat
-    out_layer.weight.copy_(w)
-
-    def rates(bias: float) -> List[float]:
-        out_layer.bias[blank] = bias
-        return [len(tracer.run(enc)[0]) / enc.shape[0] for enc in encs]
-
-    # The rate falls as the blank bias rises, in steps: bisect, keep the bias closest to the target.
-    lo, hi, best = -128.0, 128.0, (np.inf, 0.0, [0.0])
-    for _ in range(20):
-        mid = (lo + hi) / 2
-        per_decode = rates(mid)
-        rate = float(np.median(per_decode))
-        best = min(best, (abs(rate - target), mid, per_decode), key=lambda b: b[0])
-        if abs(rate - target) <= 0.02:
-            break
-        lo, hi = (mid, hi) if rate > target else (lo, mid)
-    error, bias, per_decode = best
-    if error > 0.25 * target:
+        encs.extend(offline_encode(model, mel, mel_len, ctx).numpy() for ctx in ALL_ATT_CONTEXTS)
+    state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if k.startswith(("decoder.", "joint."))}
+    tracer, enc, prednet = GreedyTracer(model), model.cfg.encoder, model.cfg.decoder.prednet
+    size = testing.ModelSize(n_layers=enc.n_layers, d_model=enc.d_model, n_heads=enc.n_heads,
+                             d_ff=int(enc.d_model * enc.ff_expansion_factor),
+                             subsampling_channels=enc.subsampling_conv_channels,
+                             pred_hidden=prednet.pred_hidden, pred_layers=prednet.pred_rnn_layers,
+                             joint_dim=model.cfg.joint.jointnet.joint_hidden, vocab=tracer.blank,
+                             max_symbols=tracer.max_symbols)
+    tuned = testing.tune_joint(state, size, encs, target)
+    if abs(tuned.tokens_per_frame - target) > 0.25 * target:
         raise RuntimeError(f"blank-bias search: the closest median rate to {target} tokens per frame is "
-                           f"{target + error:.3f} or {target - error:.3f}")
-    out_layer.bias[blank] = bias
+                           f"{tuned.tokens_per_frame:.3f}")
+    params = dict(model.named_parameters())
+    for name, value in tuned.tensors.items():
+        params[name].copy_(torch.from_numpy(value))
+    per_decode = [len(tracer.run(torch.from_numpy(e))[0]) / len(e) for e in encs]  # NeMo's own decoding, tuned
     return {
-        "joint_weight_scale": JOINT_WEIGHT_SCALE, "blank_row_norm": BLANK_ROW_NORM, "blank_bias": bias,
-        "median_tokens_per_frame": round(float(np.median(per_decode)), 3),
+        "blank_bias": tuned.blank_bias, "median_tokens_per_frame": round(tuned.tokens_per_frame, 3),
         "tokens_per_frame": [round(r, 3) for r in per_decode], "target_tokens_per_frame": target,
         "tuning_clips": [c.name for c in TUNING_CLIPS], "tuning_att_contexts": [list(c) for c in ALL_ATT_CONTEXTS],
     }
@@ -540,7 +501,7 @@ def build_model(size_name: str, seed: int, out: Path, tuning_audio: Sequence[np.
         model.eval()
         with torch.inference_mode():
             init_weights(model, seed)
-            tuning = tune_joint(model, tuning_audio, size.tokens_per_frame, seed)
+            tuning = tune_joint(model, tuning_audio, size.tokens_per_frame)
         nemo_path = out / "model.nemo"
         model.save_to(str(nemo_path))
     meta = {

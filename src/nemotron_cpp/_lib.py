@@ -348,7 +348,7 @@ def stream_reset(stream: Any) -> None:
     _check(_lib.nemotron_stream_reset(stream))
 
 
-def stream_right_context(stream: Any) -> int:
+def stream_att_right_context(stream: Any) -> int:
     return int(_lib.nemotron_stream_att_right_context(stream))
 
 

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 from .info import HParams
 
-__all__ = ["frame_seconds", "latency_ms", "latencies_ms", "right_context", "chunk_samples"]
+__all__ = ["frame_seconds", "latency_ms", "latencies_ms", "att_right_context", "chunk_samples"]
 
 
 def frame_seconds(hp: HParams) -> float:
@@ -20,9 +20,9 @@ def frame_seconds(hp: HParams) -> float:
     return hp.subsampling_factor * hp.hop_length / hp.sample_rate
 
 
-def latency_ms(hp: HParams, right_context: int) -> int:
-    """The latency of chunks of ``right_context + 1`` frames."""
-    return int(round((right_context + 1) * frame_seconds(hp) * 1000))
+def latency_ms(hp: HParams, att_right_context: int) -> int:
+    """The latency of chunks of ``att_right_context + 1`` frames."""
+    return int(round((att_right_context + 1) * frame_seconds(hp) * 1000))
 
 
 def latencies_ms(hp: HParams) -> Tuple[int, ...]:
@@ -30,13 +30,14 @@ def latencies_ms(hp: HParams) -> Tuple[int, ...]:
     return tuple(latency_ms(hp, r) for r in hp.att_right_contexts)
 
 
-def right_context(hp: HParams, latency: Optional[int], att_right_context: Optional[int] = None,
-                  name: str = "latency_ms") -> Optional[int]:
-    """The right context of a latency in milliseconds (or the one given directly; None: the model's
-    default). ``name`` is how the caller's user wrote the latency, for the message of a ValueError."""
+def att_right_context(hp: HParams, latency: Optional[int], given: Optional[int] = None,
+                      name: str = "latency_ms") -> Optional[int]:
+    """The right context (in encoder frames) of a latency in milliseconds, or the one ``given``
+    directly; None: the model's default. ``name`` is how the caller's user wrote the latency, for the
+    message of a ValueError."""
     if latency is None:
-        return att_right_context
-    if att_right_context is not None:
+        return given
+    if given is not None:
         raise ValueError(f"give {name} or att_right_context, not both")
     frame_ms = frame_seconds(hp) * 1000
     frames = latency / frame_ms
@@ -46,6 +47,6 @@ def right_context(hp: HParams, latency: Optional[int], att_right_context: Option
     return int(round(frames)) - 1
 
 
-def chunk_samples(hp: HParams, right_context: int) -> int:
-    """Samples at the model's rate in a chunk of ``right_context + 1`` frames."""
-    return (right_context + 1) * hp.subsampling_factor * hp.hop_length
+def chunk_samples(hp: HParams, att_right_context: int) -> int:
+    """Samples at the model's rate in a chunk of ``att_right_context + 1`` frames."""
+    return (att_right_context + 1) * hp.subsampling_factor * hp.hop_length

@@ -18,7 +18,7 @@ from . import __version__
 from .audio import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioInput, decode_audio, is_container, iter_audio,
                     iter_wav_stream, read_wav_header)
 from .errors import NemotronError
-from .chunking import right_context
+from .chunking import att_right_context
 from .demo import DEMO_DOMAIN, demo_model_path, demo_sample
 from .formats import FORMATS, format_transcript, plural
 from .gguf.layout import FILE_TYPES, LAYOUTS
@@ -200,7 +200,7 @@ def _load(args: argparse.Namespace, announce_demo: bool = True) -> NemotronModel
 
 def _check_latency(model: NemotronModel, latency: Optional[int]) -> None:
     """Refuses a --latency the model cannot run, in the option's words (the model's would say latency_ms)."""
-    right_context(model.hparams, latency, name="--latency")
+    att_right_context(model.hparams, latency, name="--latency")
 
 
 class _ProgressBar:

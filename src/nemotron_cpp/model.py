@@ -223,7 +223,7 @@ class NemotronModel:
         (NeMo's full-utterance path).
         """
         return Stream(self._handle, self._hparams, self._vocabulary,
-                      att_right_context=geometry.right_context(self._hparams, latency_ms, att_right_context),
+                      att_right_context=geometry.att_right_context(self._hparams, latency_ms, att_right_context),
                       chunking=chunking, sample_rate=sample_rate, endpointing=_endpointing(endpointing),
                       keep_encoder_output=keep_encoder_output, keep_trace=keep_trace)
 
@@ -258,10 +258,10 @@ class NemotronModel:
                  att_right_context: Optional[int], endpointing: Union[bool, Endpointing],
                  progress: Optional[ProgressCallback]) -> Tuple[Stream, Iterator[Segment]]:
         endpoint = _endpointing(endpointing)
-        right_context = geometry.right_context(self._hparams, latency_ms, att_right_context)
+        right = geometry.att_right_context(self._hparams, latency_ms, att_right_context)
         blocks = iter_audio(audio, sample_rate, self._hparams.sample_rate)
         first = next(blocks)  # opens and checks the input now, not at the first segment
-        stream = Stream(self._handle, self._hparams, self._vocabulary, att_right_context=right_context,
+        stream = Stream(self._handle, self._hparams, self._vocabulary, att_right_context=right,
                         chunking="offline", endpointing=endpoint)
         return stream, self._recognize(stream, itertools.chain([first], blocks), progress)
 

@@ -76,7 +76,7 @@ class Stream:
         self._handle = _lib.stream_init(model, -1 if att_right_context is None else att_right_context, chunking,
                                         keep_encoder_output, keep_trace)
         self.chunking = chunking
-        self.att_right_context = _lib.stream_right_context(self._handle.live())
+        self.att_right_context = _lib.stream_att_right_context(self._handle.live())
         self._segmenter = Segmenter(vocabulary, geometry.frame_seconds(hparams), endpointing)
         self._level = LevelCheck()  # one warning per stream about float audio far outside [-1, 1]
         self._start_over()

@@ -502,10 +502,9 @@ def tune_joint(
     """Reshapes the random joint of ``state`` so that greedy decoding of the encoder outputs ``encs``
     emits about ``target`` tokens per frame (median over ``encs``) instead of a token on every step.
 
-    The recipe of ``tune_joint`` in ``scripts/make_reference.py``, which shapes the joint of the NeMo
-    reference models in torch, on NeMo's own modules, where this package is not installed; this copy,
-    for models that never see NeMo (bench/run.py's), searches the blank's bias more coarsely. Returns
-    the joint's tensors that changed; ``state`` is left as it is."""
+    The one recipe for random joints: ``scripts/make_reference.py`` shapes its NeMo reference models
+    with it (on NeMo's own encoder outputs) and ``bench/run.py`` its benchmark models. Returns the
+    joint's tensors that changed; ``state`` is left as it is."""
     w = {k: v.copy() for k, v in state.items() if k.startswith(("decoder.", "joint."))}
     # A deep random encoder's output is nearly one vector per utterance, so every frame would get the
     # same answer and the rate would jump from none to all as the blank's bias moves: the joint loses
@@ -530,13 +529,13 @@ def tune_joint(
     rows[size.vocab] = 3 * mu
     w[_JOINT_OUT + "weight"] = rows.astype(np.float32)
     # The rate falls as the bias rises, still in steps: bisect, keep the bias whose median is closest.
-    lo, hi, best = -64.0, 64.0, (np.inf, 0.0, 0.0)
-    for _ in range(16):
+    lo, hi, best = -128.0, 128.0, (np.inf, 0.0, 0.0)
+    for _ in range(20):
         mid = (lo + hi) / 2
         w[_JOINT_OUT + "bias"][size.vocab] = mid
         rate = float(np.median([len(greedy_decode(w, e, size.max_symbols)) / len(e) for e in encs]))
         best = min(best, (abs(rate - target), mid, rate))
-        if best[0] <= 0.05:
+        if best[0] <= 0.02:
             break
         lo, hi = (mid, hi) if rate > target else (lo, mid)
     w[_JOINT_OUT + "bias"][size.vocab] = best[1]
