@@ -10,44 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from .gguf.random_model import (
-    FULL,
-    LAYOUTS,
-    TINY,
-    WEIGHT_TYPES,
-    LstmState,
-    ModelSize,
-    TunedJoint,
-    greedy_decode,
-    joint_argmax,
-    joint_encoder,
-    main,
-    predict,
-    random_state_dict,
-    start_state,
-    tune_joint,
-    vocab_pieces,
-    write_model,
-)
+from .gguf import random_model
+from .gguf.random_model import *  # noqa: F401,F403  (the names of random_model.__all__)
 
-__all__ = [
-    "FULL",
-    "LAYOUTS",
-    "TINY",
-    "WEIGHT_TYPES",
-    "LstmState",
-    "ModelSize",
-    "TunedJoint",
-    "greedy_decode",
-    "joint_argmax",
-    "joint_encoder",
-    "predict",
-    "random_state_dict",
-    "start_state",
-    "tune_joint",
-    "vocab_pieces",
-    "write_model",
-]
+__all__ = random_model.__all__
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(random_model.main())
