@@ -311,12 +311,13 @@ _CHUNKING = {
 
 
 def stream_init(model: Handle, att_right_context: int, chunking: str, keep_encoder_output: bool,
-                keep_trace: bool) -> Handle:
+                keep_trace: bool, endpoint_reset: Tuple[int, int] = (0, 0)) -> Handle:
     params = _ffi.new("struct nemotron_stream_params *", _lib.nemotron_stream_default_params())
     params.att_right_context = att_right_context
     params.chunking = _CHUNKING[chunking]
     params.keep_encoder_output = keep_encoder_output
     params.keep_trace = keep_trace
+    params.endpoint_reset_silence_frames, params.endpoint_reset_min_utterance_frames = endpoint_reset
     out = _ffi.new("struct nemotron_stream **")
     _check(_lib.nemotron_stream_init(model.live(), params, out))
     return Handle(_ffi.gc(out[0], _lib.nemotron_stream_free), "stream", model)

@@ -8,6 +8,7 @@ frames, so it gives the same utterances however the audio was split into pieces.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -31,6 +32,11 @@ class Endpointing:
 
     silence: float = 0.8  #: no token for this long after the last one ends the utterance
     min_utterance: float = 0.3  #: ... if the utterance spans at least this long
+    #: At each endpoint the prediction network starts over as at the start of the stream, so each
+    #: utterance is decoded on its own. NeMo's decoding (its streaming pipeline too) carries the state
+    #: through the whole stream, across endpoints: with this on, tokens after the first endpoint may
+    #: differ from NeMo's. It helps a model trained on short recordings on long streams.
+    reset_decoder: bool = False
 
     def __post_init__(self) -> None:
         for name in ("silence", "min_utterance"):
@@ -39,6 +45,15 @@ class Endpointing:
                 raise ValueError(f"endpointing {name} must be a number of seconds >= 0, not {value!r}")
         if self.silence <= 0:
             raise ValueError(f"endpointing silence must be > 0 seconds, not {self.silence!r}")
+        if not isinstance(self.reset_decoder, bool):
+            raise TypeError(f"endpointing reset_decoder must be True or False, not {self.reset_decoder!r}")
+
+    def frames(self, frame_seconds: float) -> Tuple[int, int]:
+        """The rule in encoder frames: (silence, min_utterance), each the fewest frames that last at
+        least that long. The engine's decoder reset uses the same two numbers as the segmenter."""
+        # A hair of tolerance: frame counts times 0.08 are not exact in binary.
+        return (math.ceil((self.silence - 1e-9) / frame_seconds),
+                max(0, math.ceil((self.min_utterance - 1e-9) / frame_seconds)))
 
 
 def transcript_of(vocabulary: Sequence[str], segments: Sequence[Segment], duration: float) -> Transcript:
@@ -58,7 +73,7 @@ class Segmenter:
     def __init__(self, vocabulary: Sequence[str], frame_seconds: float, endpointing: Optional[Endpointing]) -> None:
         self._vocabulary = vocabulary
         self._frame_seconds = frame_seconds
-        self._endpointing = endpointing
+        self._rule = endpointing.frames(frame_seconds) if endpointing is not None else None
         self.reset()
 
     def reset(self) -> None:
@@ -145,14 +160,10 @@ class Segmenter:
     # ---- the rule and the bookkeeping --------------------------------------------------------
 
     def _ends(self, last_frame: int, next_frame: int) -> bool:
-        rule = self._endpointing
-        if rule is None:
+        if self._rule is None:
             return False
-        step = self._frame_seconds
-        silent = (next_frame - last_frame - 1) * step
-        span = (last_frame + 1 - self._utterance[0].frame) * step
-        # A hair of tolerance: frame counts times 0.08 are not exact in binary.
-        return silent >= rule.silence - 1e-9 and span >= rule.min_utterance - 1e-9
+        silence, min_utterance = self._rule
+        return next_frame - last_frame - 1 >= silence and last_frame + 1 - self._utterance[0].frame >= min_utterance
 
     def _make_word(self, tokens: Sequence[Token]) -> Word:
         return Word(text=detokenize(self._vocabulary, [t.id for t in tokens]).strip(), start=tokens[0].start,

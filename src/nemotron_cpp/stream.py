@@ -73,11 +73,13 @@ class Stream:
             raise ValueError(f"att_right_context must be >= 0, not {att_right_context}")
         self._hparams = hparams
         self.sample_rate = hparams.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
+        frame_seconds = geometry.frame_seconds(hparams)
+        reset = endpointing.frames(frame_seconds) if endpointing is not None and endpointing.reset_decoder else (0, 0)
         self._handle = _lib.stream_init(model, -1 if att_right_context is None else att_right_context, chunking,
-                                        keep_encoder_output, keep_trace)
+                                        keep_encoder_output, keep_trace, reset)
         self.chunking = chunking
         self.att_right_context = _lib.stream_att_right_context(self._handle.live())
-        self._segmenter = Segmenter(vocabulary, geometry.frame_seconds(hparams), endpointing)
+        self._segmenter = Segmenter(vocabulary, frame_seconds, endpointing)
         self._level = LevelCheck()  # one warning per stream about float audio far outside [-1, 1]
         self._start_over()
 

@@ -471,19 +471,30 @@ def joint_argmax(w: Mapping[str, np.ndarray], frame: np.ndarray, pred: np.ndarra
     return int(np.argmax(w[_JOINT_OUT + "weight"] @ np.maximum(frame + pred, 0) + w[_JOINT_OUT + "bias"]))
 
 
-def greedy_decode(w: Mapping[str, np.ndarray], enc: np.ndarray, max_symbols: int) -> List[int]:
+def greedy_decode(w: Mapping[str, np.ndarray], enc: np.ndarray, max_symbols: int,
+                  endpoint_reset: Tuple[int, int] = (0, 0)) -> List[int]:
     """Greedy RNN-T decoding of encoder output ``enc`` ``[frames, d_model]``, at most ``max_symbols``
-    tokens per frame: the token ids, those the engine emits from the same encoder output and weights."""
+    tokens per frame: the token ids, those the engine emits from the same encoder output and weights.
+
+    ``endpoint_reset`` (silence frames, minimum utterance frames; silence 0: never) is the engine's
+    endpoint reset (``Endpointing.reset_decoder``): the prediction network starts over once that many
+    frames pass with no token after an utterance at least that long."""
     blank = w[_JOINT_OUT + "weight"].shape[0] - 1
+    silence, min_utterance = endpoint_reset
     pred, h, c = predict(w, -1, *start_state(w))
     tokens = []
-    for frame in joint_encoder(w, enc):
+    first = last = -1  # frames of the utterance's first and last tokens
+    for t, frame in enumerate(joint_encoder(w, enc)):
+        if silence > 0 and last >= 0 and t - last - 1 >= silence and last + 1 - first >= min_utterance:
+            pred, h, c = predict(w, -1, *start_state(w))
+            first = last = -1
         for _ in range(max_symbols):
             k = joint_argmax(w, frame, pred)
             if k == blank:
                 break
             pred, h, c = predict(w, k, h, c)
             tokens.append(k)
+            first, last = (t if first < 0 else first), t
     return tokens
 
 

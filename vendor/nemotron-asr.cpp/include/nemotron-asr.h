@@ -315,6 +315,13 @@ struct nemotron_stream_params {
     nemotron_chunking chunking;
     bool              keep_encoder_output; /* keep every encoder frame, for inspection                   */
     bool              keep_trace;          /* keep every joint step (frame, argmax, top-1 - top-2 margin) */
+    /* The endpoint reset (0: never, NeMo's decoding, which carries the prediction network's state
+       through the whole stream, across endpoints too). Once this many encoder frames pass with no
+       token after an utterance (the tokens since the last reset) that spans at least
+       endpoint_reset_min_utterance_frames frames, the prediction network starts over as at the
+       start of the stream, so that each utterance is decoded on its own. */
+    int32_t           endpoint_reset_silence_frames;
+    int32_t           endpoint_reset_min_utterance_frames;
 };
 
 struct nemotron_joint_step {

@@ -359,6 +359,8 @@ struct nemotron_stream_params nemotron_stream_default_params(void) {
     p.chunking = NEMOTRON_CHUNKING_STREAM;
     p.keep_encoder_output = false;
     p.keep_trace = false;
+    p.endpoint_reset_silence_frames = 0;
+    p.endpoint_reset_min_utterance_frames = 0;
     return p;
 }
 
@@ -382,6 +384,11 @@ nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "att_right_context %d exceeds the left context %d", right,
                            hp.att_left_context);
         }
+        if (p.endpoint_reset_silence_frames < 0 || p.endpoint_reset_min_utterance_frames < 0) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "endpoint_reset_silence_frames (%d) and "
+                           "endpoint_reset_min_utterance_frames (%d) must be >= 0",
+                           int(p.endpoint_reset_silence_frames), int(p.endpoint_reset_min_utterance_frames));
+        }
         nemotron::chunking mode;
         switch (p.chunking) {
             case NEMOTRON_CHUNKING_STREAM:        mode = nemotron::chunking::stream; break;
@@ -393,6 +400,7 @@ nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct
         std::unique_ptr<nemotron_stream> s(new nemotron_stream());
         s->impl.reset(new nemotron::stream(ctx->model, ctx->device, ctx->n_threads, *ctx->rnnt, right, mode,
                                            p.keep_encoder_output, p.keep_trace));
+        s->impl->set_endpoint_reset(p.endpoint_reset_silence_frames, p.endpoint_reset_min_utterance_frames);
         s->ctx = ctx;
         ++ctx->refs;
         *out = s.release();

@@ -87,6 +87,12 @@ void greedy_decoder::reset() {
     std::fill(c_.begin(), c_.end(), 0.0f);
     last_ = -1;
     pred_valid_ = false;
+    utterance_first_ = utterance_last_ = -1;
+}
+
+void greedy_decoder::set_endpoint_reset(int silence_frames, int min_utterance_frames) {
+    reset_silence_ = silence_frames;
+    reset_min_utterance_ = min_utterance_frames;
 }
 
 void greedy_decoder::predict() {
@@ -124,6 +130,13 @@ void greedy_decoder::predict() {
 void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, token_sequence & out,
                             std::vector<joint_step> * trace) {
     for (int t = 0; t < n; ++t) {
+        const int32_t frame = first_frame + t;
+        // The rule of the Python segmenter's endpoints, in frames, so that every utterance after an
+        // endpoint is decoded from the start state whatever the chunking.
+        if (reset_silence_ > 0 && utterance_last_ >= 0 && frame - utterance_last_ - 1 >= reset_silence_ &&
+            utterance_last_ + 1 - utterance_first_ >= reset_min_utterance_) {
+            reset();
+        }
         affine(w_.enc_w.data(), w_.enc_b.data(), frames + size_t(t) * size_t(w_.d_enc), w_.n_joint, w_.d_enc, enc_.data());
         for (int emitted = 0; emitted < w_.max_symbols;) {
             if (!pred_valid_) predict();
@@ -145,10 +158,12 @@ void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, to
             float denom = 0.0f;
             for (int k = 0; k < w_.n_vocab; ++k) denom += std::exp(logits_[size_t(k)] - top1);
             const float confidence = 1.0f / denom;
-            if (trace != nullptr) trace->push_back({first_frame + t, best, top1 - top2, confidence});
+            if (trace != nullptr) trace->push_back({frame, best, top1 - top2, confidence});
             if (best == w_.blank) break;
             out.ids.push_back(best);
-            out.frames.push_back(first_frame + t);
+            out.frames.push_back(frame);
+            if (utterance_first_ < 0) utterance_first_ = frame;
+            utterance_last_ = frame;
             out.confidences.push_back(confidence);
             h_.swap(h_next_);
             c_.swap(c_next_);

@@ -42,6 +42,11 @@ public:
 
     void reset();
 
+    // The endpoint reset: once `silence_frames` frames pass with no token after an utterance
+    // (the tokens since the last reset) spanning at least `min_utterance_frames` frames, the
+    // prediction network starts over as at the start of the stream. silence_frames 0: never.
+    void set_endpoint_reset(int silence_frames, int min_utterance_frames);
+
     // Decodes encoder frames ([n][d_enc]) numbered from first_frame; appends the emitted
     // tokens, and every joint step to `trace` when it is not null.
     void decode(const float * frames, int n, int32_t first_frame, token_sequence & out, std::vector<joint_step> * trace);
@@ -54,6 +59,8 @@ private:
     std::vector<float> pred_, enc_, hidden_, logits_, gates_, gates_hh_, input_;
     int32_t last_ = -1; // -1: start of sequence
     bool pred_valid_ = false;
+    int reset_silence_ = 0, reset_min_utterance_ = 0;
+    int32_t utterance_first_ = -1, utterance_last_ = -1; // frames of the utterance's first and last tokens
 };
 
 } // namespace nemotron

@@ -45,6 +45,10 @@ public:
     void feed(const float * samples, size_t n) { push(samples, n); run_streams({this}, nullptr); }
     void finish() { end(); run_streams({this}, nullptr); }
     void reset();
+    // See greedy_decoder::set_endpoint_reset; kept across reset().
+    void set_endpoint_reset(int silence_frames, int min_utterance_frames) {
+        decoder_.set_endpoint_reset(silence_frames, min_utterance_frames);
+    }
     // Copies the first min(n, capacity) tokens held into the arrays (any may be null) and forgets
     // them; the audio, caches and decoder state carry on. Returns how many.
     size_t take_tokens(int32_t * ids, int32_t * frames, float * confidences, size_t capacity);
