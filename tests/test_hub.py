@@ -96,6 +96,15 @@ def python(code: str, server: LoopbackHub, home: Path, *args: str, offline: bool
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cli(args: List[str], server: LoopbackHub, home: Path, offline: bool = False,
+        register: bool = True) -> subprocess.CompletedProcess:
+    """The command line in a child process: its real entry point, with ENTRY registered first if ``register``."""
+    command = ([sys.executable, "-c", PRELUDE + "from nemotron_cpp.cli import main\nsys.exit(main(sys.argv[2:]))",
+                json.dumps([ENTRY])] if register else [sys.executable, "-m", "nemotron_cpp"])
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120,
+                          env=environment(server, home, offline))
+
+
 def cached_files(home: Path) -> List[Path]:
     return [p for p in (home / "hub").rglob("*") if p.is_file()] if (home / "hub").exists() else []
 
@@ -161,6 +170,10 @@ def test_offline_with_an_empty_cache_says_how_to_get_the_file(server: LoopbackHu
     assert f"{NAME} (nemotron-cpp-tests/tiny@{COMMIT}/{ENTRY['filename']}) is not in the Hugging Face cache" in message
     assert str(tmp_path / "hub") in message and "offline mode is on (HF_HUB_OFFLINE)" in message
     assert f"run `nemotron-cpp download {NAME}` where the Hub can be reached" in message
+    # The command line says it in one line, without a traceback.
+    out = cli(["transcribe", "-m", NAME, str(SPEECH)], server, tmp_path, offline=True)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == f"nemotron-cpp: error: {message}\n"
     assert server.requests == [] and cached_files(tmp_path) == []
 
 
@@ -226,14 +239,45 @@ def test_a_broken_transfer_is_resumed(server: LoopbackHub, tmp_path: Path, large
     assert 0 < resumed_at <= cut and second.range == f"bytes={resumed_at}-"
 
 
+# ---- the command line -----------------------------------------------------------------------------------
+
+
+def test_download_command_prints_the_path(server: LoopbackHub, tmp_path: Path, expected_text: str) -> None:
+    out = cli(["download", NAME, "--quiet"], server, tmp_path)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    path = Path(out.stdout.strip())
+    assert out.stdout == f"{path}\n" and path.read_bytes() == TINY
+    # Every command that takes a model takes the name.
+    transcribe = cli(["transcribe", "-m", NAME, str(SPEECH)], server, tmp_path)
+    assert transcribe.returncode == 0 and transcribe.stdout.split() == expected_text.split(), transcribe.stderr
+    info = cli(["info", NAME], server, tmp_path)
+    assert info.returncode == 0 and f"model        {path}" in info.stdout, info.stderr
+    env_model = subprocess.run(
+        [sys.executable, "-c", PRELUDE + "from nemotron_cpp.cli import main\nsys.exit(main(sys.argv[2:]))",
+         json.dumps([ENTRY]), "bench", "--seconds", "1", "--latency", "1120"],
+        capture_output=True, text=True, timeout=120, env={**environment(server, tmp_path), "NEMOTRON_MODEL": NAME})
+    assert env_model.returncode == 0 and path.name in env_model.stdout, env_model.stderr
+    assert len(server.sent("GET", CONTENT)) == 1
+
+
 def test_any_gguf_by_repo_id_and_filename(server: LoopbackHub, tmp_path: Path) -> None:
-    """No registry entry: fetched as the Hub sends it."""
+    """No registry entry: fetched as the Hub sends it, by the package's own command line."""
+    out = cli(["download", "someone/other-gguf", "--filename", "other.q8_0.gguf", "-q"], server, tmp_path,
+              register=False)
+    assert out.returncode == 0, out.stderr
+    path = Path(out.stdout.strip())
+    assert path.read_bytes() == OTHER and "models--someone--other-gguf" in str(path)
     got = python("""
 with NemotronModel.from_pretrained(sys.argv[2], filename=sys.argv[3], revision="main", n_threads=1) as model:
     print(json.dumps({"path": model.path, "layout": model.layout}))
 """, server, tmp_path, "someone/other-gguf", "other.q8_0.gguf")
-    assert Path(got["path"]).read_bytes() == OTHER and got["layout"] == "asr"
-    assert "models--someone--other-gguf" in got["path"]
+    assert got == {"path": str(path), "layout": "asr"}
+    missing = cli(["download", "someone/other-gguf", "--filename", "nope.gguf"], server, tmp_path, register=False)
+    assert missing.returncode == 1 and missing.stderr == (
+        "nemotron-cpp: error: cannot fetch someone/other-gguf/nope.gguf: the repository has no such file at that "
+        "revision\n")
+    no_repo = cli(["download", "nobody/nothing", "--filename", "x.gguf"], server, tmp_path, register=False)
+    assert no_repo.returncode == 1 and "the repository does not exist or needs a token" in no_repo.stderr
 
 
 def test_unknown_names_list_the_known_ones(server: LoopbackHub, tmp_path: Path) -> None:
@@ -248,6 +292,10 @@ def test_unknown_names_list_the_known_ones(server: LoopbackHub, tmp_path: Path) 
     with pytest.raises(FileNotFoundError) as missing:
         NemotronModel("nope.gguf")
     assert missing.value.filename == "nope.gguf" and "known" not in str(missing.value)
+    out = cli(["download", "nope"], server, tmp_path, register=False)
+    assert out.returncode == 1 and out.stderr.startswith("nemotron-cpp: error: 'nope' is not a known model name")
+    out = cli(["transcribe", "-m", "nope", str(SPEECH)], server, tmp_path, register=False)
+    assert out.stderr == f"nemotron-cpp: error: --model nope: no such file (and it is not a known model name: {known})\n"
     assert server.requests == []
 
 
