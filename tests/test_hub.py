@@ -331,3 +331,17 @@ def test_registry_entries_can_be_added_replaced_and_removed() -> None:
 def test_registry_entries_are_checked(field: str, value: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         hub.KnownModel(**{**ENTRY, field: value})
+
+
+def test_the_demo_notice_points_to_the_recommended_model() -> None:
+    from nemotron_cpp import DemoModelWarning
+    from nemotron_cpp.demo import demo_model_path
+
+    name = hub.RECOMMENDED_MODEL.name
+    with pytest.warns(DemoModelWarning) as caught:
+        demo_model_path()
+    notice = str(caught[0].message)
+    assert f"NemotronModel({name!r})" in notice and f"nemotron-cpp download {name}" in notice
+    assert '"Getting the model" in README' in notice
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "## Getting the model" in readme and f"nemotron-cpp download {name}" in readme
