@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .audio import AudioLevelWarning, TruncatedAudioWarning, decode_audio
 from .demo import DemoModelWarning
-from .errors import AudioError, BackendError, ModelFileError, NemotronError, UnsupportedModelError
+from .errors import (AudioError, BackendError, ChecksumError, DownloadError, ModelFileError, NemotronError,
+                     UnsupportedModelError)
 from .info import DeviceInfo, HParams, ModelInfo, SystemInfo, TensorGroup, TensorInfo, system_info
 from .model import NemotronModel
 from .results import Segment, Token, Transcript, Word
@@ -38,6 +39,8 @@ __all__ = [
     "UnsupportedModelError",
     "BackendError",
     "AudioError",
+    "DownloadError",
+    "ChecksumError",
     "DemoModelWarning",
     "AudioLevelWarning",
     "TruncatedAudioWarning",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Typ
 
 import numpy as np
 
-from . import __version__
+from . import __version__, hub
 from .audio import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioInput, decode_audio, is_container, iter_audio,
                     iter_wav_stream, read_wav_header)
 from .errors import NemotronError
@@ -99,6 +100,28 @@ def _existing(path: str, message: str) -> str:
     return path
 
 
+def _fetch(args: argparse.Namespace, name: str, filename: Optional[str] = None, revision: Optional[str] = None) -> str:
+    """The local path of a model file from the Hub (huggingface_hub's progress bar on stderr, unless --quiet)."""
+    if args.quiet:  # the process is the command line's: huggingface_hub's bars and warnings are its to silence
+        from huggingface_hub.utils.tqdm import disable_progress_bars
+
+        disable_progress_bars()
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    return str(hub.download(name, filename, revision))
+
+
+def _model_file(args: argparse.Namespace, value: str, missing: str) -> str:
+    """The model file ``value`` names: a file, or the fetched file of a registered model name; else a
+    FileNotFoundError with ``missing`` (which says where the value came from), listing the known names
+    when the value does not look like a path."""
+    if os.path.exists(value) or hub.looks_like_path(value):
+        return _existing(value, missing)
+    if hub.is_known(value):
+        return _fetch(args, value)
+    names = ", ".join(m.name for m in hub.known_models())
+    raise FileNotFoundError(f"{missing} (and it is not a known model name: {names})")
+
+
 def _info(args: argparse.Namespace) -> int:
     if args.model_file is not None and args.model is not None:
         raise ValueError("give the model once: as MODEL or with --model")
@@ -109,8 +132,8 @@ def _info(args: argparse.Namespace) -> int:
         else:
             print(info)
         return 0
-    path = (_existing(args.model_file, f"{args.model_file}: no such file") if args.model is None
-            else _existing(args.model, f"--model {args.model}: no such file"))
+    path = (_model_file(args, args.model_file, f"{args.model_file}: no such file") if args.model is None
+            else _model_file(args, args.model, f"--model {args.model}: no such file"))
     with NemotronModel(path, backend=args.backend, n_threads=args.threads) as model:
         hp = model.hparams
         if args.json:
@@ -158,6 +181,11 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _download(args: argparse.Namespace) -> int:
+    print(_fetch(args, args.name, args.filename, args.revision))
+    return 0
+
+
 def _writing(args: argparse.Namespace, write: Callable[[], Path]) -> Path:
     """``write()``, its refusal to replace DST said in the command's terms."""
     _existing(args.src, f"{args.src}: no such file")
@@ -187,13 +215,14 @@ def _quantize(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace, announce_demo: bool = True) -> NemotronModel:
     if args.model is not None:
-        path = _existing(args.model, f"--model {args.model}: no such file")
+        path = _model_file(args, args.model, f"--model {args.model}: no such file")
     elif os.environ.get(MODEL_ENV):
-        path = os.environ[MODEL_ENV]
-        _existing(path, f"${MODEL_ENV} names {path}, which does not exist")
+        value = os.environ[MODEL_ENV]
+        path = _model_file(args, value, f"${MODEL_ENV} names {value}, which does not exist")
     else:
         if announce_demo:
-            _note(args, f"no --model or ${MODEL_ENV}: using the demo model ({DEMO_DOMAIN.split(':')[0]} only)")
+            _note(args, f"no --model or ${MODEL_ENV}: using the demo model ({DEMO_DOMAIN.split(':')[0]} only; "
+                        f"-m {hub.RECOMMENDED_MODEL.name} fetches NVIDIA's model for general English)")
         path = str(demo_model_path(log=False))
     return NemotronModel(path, backend=args.backend, n_threads=args.threads)
 
@@ -395,7 +424,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(parser: argparse.ArgumentParser,
-                       model_help: str = f"the GGUF model file (default: ${MODEL_ENV}, else the demo model)") -> None:
+                       model_help: str = f"the GGUF model file or a known model name (see download; default: "
+                                         f"${MODEL_ENV}, else the demo model)") -> None:
     parser.add_argument("-m", "--model", help=model_help)
     parser.add_argument("--backend", type=_BACKEND, default="auto", help="auto, cpu, gpu or gpu:N (default: auto)")
     parser.add_argument("--threads", type=_THREADS, default=None, metavar="N",
@@ -431,7 +461,8 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a model file, or this system without one",
                           description="Describe a model file, or without one the engine build and this system.")
-    info.add_argument("model_file", nargs="?", metavar="MODEL", help="a GGUF model file of either layout")
+    info.add_argument("model_file", nargs="?", metavar="MODEL",
+                      help="a GGUF model file of either layout, or a known model name (see download)")
     _add_model_options(info, model_help="the model file, the same as MODEL")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--vocab", action="store_true", help="also list the vocabulary")
@@ -495,6 +526,20 @@ def _parser() -> argparse.ArgumentParser:
                        help="a latency to measure; repeat for several (default: every one the model has)")
     bench.add_argument("--seconds", type=_SECONDS, default=30.0, help="length of the generated audio (default: 30)")
     bench.set_defaults(run=_bench)
+
+    known = "; ".join(f"{m.name} ({m.size / 1e6:.0f} MB, {m.description})" for m in hub.known_models())
+    download = sub.add_parser(
+        "download", help="fetch a model file from the Hugging Face Hub and print its path",
+        description="Fetch a model file into the Hugging Face cache (unless it is there already) and print its path. "
+                    "NAME is a known model, pinned to a revision and checked against its size and sha256; any other "
+                    "GGUF file is fetched, unchecked, by REPO_ID --filename FILE. HF_HOME, HF_HUB_CACHE, "
+                    "HF_HUB_OFFLINE and HF_TOKEN apply as for any Hub file.",
+        epilog=f"known models: {known}")
+    download.add_argument("name", metavar="NAME", help="a known model name, or a Hugging Face repo id (owner/name)")
+    download.add_argument("--filename", metavar="FILE", help="the file to fetch from REPO_ID")
+    download.add_argument("--revision", metavar="REV", help="a branch, tag or commit of REPO_ID (default: main)")
+    _add_quiet_option(download)
+    download.set_defaults(run=_download)
 
     types = ", ".join(FILE_TYPES)
     convert = sub.add_parser("convert", help="convert a NeMo .nemo checkpoint to GGUF",

@@ -14,6 +14,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from .hub import RECOMMENDED_MODEL
+
 __all__ = ["DEMO_DOMAIN", "DemoModelWarning", "demo_model_path", "demo_sample", "word_error_rate"]
 
 _DATA = Path(__file__).parent / "data"
@@ -38,10 +40,12 @@ def demo_model_path(log: bool = True) -> Path:
         raise FileNotFoundError(f"the demo model is not installed ({path} is missing); pass a model file")
     if log:
         # stacklevel 3: the line that called NemotronModel() without a path.
+        english = RECOMMENDED_MODEL.name
         warnings.warn(DemoModelWarning(
             f"no model file given: using the built-in demo model ({path.name}), which knows only "
-            f"{DEMO_DOMAIN.split(':')[0]}. Pass a GGUF file of nemotron-speech-streaming-en-0.6b for general "
-            f"English."), stacklevel=3)
+            f"{DEMO_DOMAIN.split(':')[0]}. For general English, NemotronModel({english!r}) fetches NVIDIA's "
+            f"model ({RECOMMENDED_MODEL.size / 1e6:.0f} MB, once; `nemotron-cpp download {english}` does the "
+            f"same): see \"Getting the model\" in README."), stacklevel=3)
     return path
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["NemotronError", "ModelFileError", "UnsupportedModelError", "BackendError", "AudioError"]
+__all__ = ["NemotronError", "ModelFileError", "UnsupportedModelError", "BackendError", "AudioError", "DownloadError",
+           "ChecksumError"]
 
 
 class NemotronError(Exception):
@@ -27,3 +28,14 @@ class BackendError(NemotronError, RuntimeError):
 
 class AudioError(NemotronError, ValueError):
     """An audio file or buffer that cannot be read or decoded; the message names it and says why."""
+
+
+class DownloadError(NemotronError, OSError):
+    """A model file could not be fetched from the Hugging Face Hub: it is not in the cache while offline,
+    the repository, revision or file does not exist or needs a token, or the transfer failed. The
+    message names the file and says what to do."""
+
+
+class ChecksumError(DownloadError):
+    """A fetched file is not the one the registry names: its size or sha256 differ (the message gives
+    both values). The file has been deleted from the cache, so it is never used."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _lib, chunking as geometry
+from . import _lib, chunking as geometry, hub
 from .audio import AudioInput, iter_audio, to_mono_float
 from .demo import demo_model_path
 from .info import HParams, ModelInfo, TensorGroup, TensorInfo
@@ -47,9 +48,11 @@ class NemotronModel:
     ----------
     path:
         A GGUF file: the nemotron-asr.cpp port's layout (``general.architecture = "nemo"``) or
-        NVIDIA's (``"asr"``), in f32, f16, q8_0, q4_0 or another ggml type. ``None`` loads the
-        small demo model that ships in the package (a ``DemoModelWarning`` says so: it knows only a
-        narrow domain of voice commands, see ``nemotron_cpp.demo``).
+        NVIDIA's (``"asr"``), in f32, f16, q8_0, q4_0 or another ggml type. A registered model name
+        (``nemotron_cpp.hub.known_models()``, e.g. ``"nemotron-speech-streaming-en-0.6b.q8_0"``) that
+        is not also a file here is fetched from the Hugging Face Hub, as :meth:`from_pretrained`
+        does. ``None`` loads the small demo model that ships in the package (a ``DemoModelWarning``
+        says so: it knows only a narrow domain of voice commands, see ``nemotron_cpp.demo``).
     backend:
         ``"auto"`` (a GPU if the build has one and one is found, else the CPU), ``"cpu"``,
         ``"gpu"`` or ``"gpu:N"``.
@@ -64,7 +67,10 @@ class NemotronModel:
     Raises
     ------
     FileNotFoundError
-        The file does not exist.
+        The file does not exist (and the text is not a registered model name).
+    DownloadError
+        A registered model is not in the cache and cannot be fetched; ``ChecksumError``, a subclass,
+        when the fetched file is not the registered one.
     ModelFileError
         The file is not a usable model; the message says why.
     UnsupportedModelError
@@ -88,7 +94,15 @@ class NemotronModel:
         n_threads: Optional[int] = None,
         use_mmap: bool = True,
     ) -> None:
-        self.path = os.fspath(path if path is not None else demo_model_path())
+        if path is None:
+            path = demo_model_path()
+        elif isinstance(path, str) and not os.path.exists(path) and not hub.looks_like_path(path):
+            # A bare word that is not a file here: a registered model's name, or a mistake to explain.
+            if not hub.is_known(path):
+                names = ", ".join(m.name for m in hub.known_models())
+                raise FileNotFoundError(errno.ENOENT, f"no such file, and not a known model name ({names})", path)
+            path = hub.download(path)
+        self.path = os.fspath(path)
         name, index = _parse_backend(backend)
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise ValueError(f"n_threads must be a positive integer or None, not {n_threads!r}")
@@ -99,6 +113,28 @@ class NemotronModel:
         self._vocabulary = tuple(p.decode("utf-8", errors="replace") for p in _lib.pieces(engine))
         self._tensors = tuple(TensorInfo(**t) for t in _lib.tensors(engine))
         self._groups = tuple(TensorGroup(**g) for g in _lib.tensor_groups(engine))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_repo: str,
+        filename: Optional[str] = None,
+        revision: Optional[str] = None,
+        **model_kwargs: Any,
+    ) -> "NemotronModel":
+        """Loads a model file from the Hugging Face Hub, fetching it into the Hugging Face cache first
+        unless it is there already (``HF_HOME``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` apply as for any
+        Hub file).
+
+        ``name_or_repo`` is a registered name, e.g. ``"nemotron-speech-streaming-en-0.6b.q8_0"``
+        (NVIDIA's own GGUF file at a pinned revision, checked against its size and sha256), or a repo
+        id with ``filename`` and optionally ``revision`` for any other GGUF file, e.g.
+        ``NemotronModel.from_pretrained("m1el/nemotron-speech-streaming-0.6B-gguf",
+        filename="nemotron-speech-streaming-0.6B-v0.1.Q8_0.gguf")``. ``model_kwargs`` are the
+        constructor's (``backend``, ``n_threads``, ``use_mmap``). Raises what
+        :func:`nemotron_cpp.hub.download` and the constructor raise.
+        """
+        return cls(hub.download(name_or_repo, filename, revision), **model_kwargs)
 
     # ---- lifetime ---------------------------------------------------------------------------
 
