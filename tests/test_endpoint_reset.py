@@ -9,6 +9,8 @@ agree token for token).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -91,3 +93,16 @@ def test_rule_in_frames() -> None:
 def test_engine_refuses_negative_frames(model: NemotronModel) -> None:
     with pytest.raises(ValueError, match="endpoint_reset_silence_frames \\(-1\\) .* must be >= 0"):
         _lib.stream_init(model._handle, -1, "stream", False, False, (-1, 0))
+
+
+def test_command_line_flag(model: NemotronModel, audio: np.ndarray, tmp_path: Path) -> None:
+    wav = tmp_path / "forty.wav"
+    soundfile.write(wav, audio, 16000, subtype="FLOAT")
+    out = subprocess.run([sys.executable, "-m", "nemotron_cpp", "transcribe", str(wav), "-m", str(model.path), "--threads", "1",
+                          "--latency", "160", "-f", "json", "--reset-decoder"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    ids = [k["id"] for k in json.loads(out.stdout)["tokens"]]
+    with_reset = [k.id for k in model.transcribe(audio, latency_ms=160, endpointing=RESET).tokens]
+    without = [k.id for k in model.transcribe(audio, latency_ms=160, endpointing=Endpointing()).tokens]
+    assert ids == with_reset != without

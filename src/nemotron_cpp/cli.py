@@ -284,7 +284,8 @@ def _transcribe(args: argparse.Namespace) -> int:
     if args.files.count("-") > 1:
         raise ValueError("- (stdin) can be given once")
     show_progress = not args.quiet and (sys.stderr.isatty() if args.progress is None else args.progress)
-    endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance)
+    endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance,
+                              reset_decoder=args.reset_decoder)
     failed = 0
     with _load(args) as model:
         _check_latency(model, args.latency)
@@ -376,7 +377,8 @@ def _live(model: NemotronModel, file: Optional[str], args: argparse.Namespace) -
     """Streams stdin or a file (paced unless --no-pace) through the model, partials redrawn in place."""
     _check_latency(model, args.latency)
     tty = sys.stdout.isatty()
-    endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance)
+    endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance,
+                              reset_decoder=args.reset_decoder)
     model_rate = model.hparams.sample_rate
     if file is None:
         rate, pieces = _stdin_audio(args.rate, model_rate)
@@ -448,6 +450,9 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
                         help=f"silence after speech that ends an utterance (default: {defaults.silence})")
     parser.add_argument("--min-utterance", type=_SECONDS_OR_ZERO, default=defaults.min_utterance, metavar="SECONDS",
                         help=f"shortest utterance the silence may end (default: {defaults.min_utterance})")
+    parser.add_argument("--reset-decoder", action="store_true",
+                        help="start the prediction network over at each endpoint, decoding each utterance on its "
+                             "own (NeMo carries it through the whole stream)")
 
 
 def _parser() -> argparse.ArgumentParser:
