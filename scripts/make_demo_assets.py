@@ -13,13 +13,17 @@ It writes
 * ``src/nemotron_cpp/data/demo-sample.flac`` + ``demo-sample.txt``: a recording of three commands
   with pauses between them, spoken by espeak-ng with a voice variant that training never used, and
   its text. Candidates are rendered from a seeded sequence and the first that NVIDIA NeMo's own
-  greedy decoding of the model transcribes exactly at every att_context_size is kept (the seed is
-  recorded), so the sample shows what the model can do, and says so;
+  greedy decoding of the model transcribes exactly at every att_context_size, and the q8_0 file
+  (this package) at 1120 and 160 ms one segment per command, is kept (the seed is recorded), so
+  the sample shows what the model can do, and says so;
 * ``tests/reference/demo/``: ``--n-test`` held-out clips of the training script's test set (voice
   variants never used in training) as FLAC, and ``manifest.json`` with their texts and, for each
   att_context_size, NeMo's greedy hypotheses and WER on the same audio (NeMo decodes the
   whole utterance under the chunked_limited mask of that context, which is what the engine's
-  chunk-by-chunk streaming computes).
+  chunk-by-chunk streaming computes), and NeMo's cache-aware streaming of the long stream
+  (``nemotron_cpp.demo.long_stream``: the clips in order with pauses, ten minutes) at each
+  att_context_size: its text and WER, and NeMo's hypotheses and WER on the clips through a telephone
+  line (``nemotron_cpp.demo.telephone``, brought back to 16 kHz).
 
 Nothing here is edited by hand; rerunning the script with the same inputs reproduces the files.
 """
@@ -73,6 +77,32 @@ def transcribe(model: Any, clips: Sequence[np.ndarray], ctx: Sequence[int], batc
     return hyps
 
 
+def stream_text(model: Any, audio: np.ndarray, ctx: Sequence[int], work: Path) -> str:
+    """NeMo's greedy text of an int16 recording streamed chunk by chunk under att_context_size ``ctx``:
+    the cache-aware streaming loop of NeMo's example script (pad_and_drop_preencoded=False, which the
+    engine's streams follow), the decoder state carried from chunk to chunk through the whole stream."""
+    import torch
+    from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+
+    wav = work / "long_stream.wav"
+    tdm.write_wav(wav, audio)
+    model.encoder.set_default_att_context_size(list(ctx))
+    buffer = CacheAwareStreamingAudioBuffer(model=model, online_normalization=False, pad_and_drop_preencoded=False)
+    buffer.append_audio_file(str(wav), stream_id=-1)
+    cache = model.encoder.get_initial_cache_state(batch_size=1, dtype=torch.float32)
+    hypotheses, pred_out = None, None
+    with torch.inference_mode():
+        for step, (chunk, length) in enumerate(buffer):
+            drop = 0 if step == 0 else model.encoder.streaming_cfg.drop_extra_pre_encoded
+            pred_out, _, *cache, hypotheses = model.conformer_stream_step(
+                processed_signal=chunk, processed_signal_length=length, cache_last_channel=cache[0],
+                cache_last_time=cache[1], cache_last_channel_len=cache[2], keep_all_outputs=buffer.is_buffer_empty(),
+                previous_hypotheses=hypotheses, previous_pred_out=pred_out, drop_extra_pre_encoded=drop,
+                return_transcription=True)
+    wav.unlink()
+    return str(hypotheses[0].text)
+
+
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     errors = words = 0
     for r, h in zip(refs, hyps):
@@ -81,8 +111,11 @@ def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
     return round(100.0 * errors / words, 2)
 
 
-def make_sample(model: Any, seed: int, out_dir: Path) -> Dict[str, Any]:
+def make_sample(model: Any, seed: int, out_dir: Path, gguf: Path) -> Dict[str, Any]:
     import soundfile
+    from nemotron_cpp import NemotronModel
+
+    shipped = NemotronModel(gguf, n_threads=1)
 
     tries = []
     for attempt in range(50):
@@ -99,12 +132,22 @@ def make_sample(model: Any, seed: int, out_dir: Path) -> Dict[str, Any]:
         text = " ".join(commands)
         hyps = {f"{c[0]}_{c[1]}": transcribe(model, [sample], c)[0] for c in CONTEXTS}
         tries.append({"attempt": attempt, "text": text, "hyps": hyps})
-        if all(h == text for h in hyps.values()):
+        # The shipped q8_0 file must say it too, split into the commands by its endpoints (the package's
+        # tests check exactly that).
+        ours = {lat: [seg.text for seg in shipped.transcribe(sample / 32768.0, sample_rate=tdm.SAMPLE_RATE,
+                                                                latency_ms=lat).segments] for lat in (1120, 160)}
+        with shipped.stream(160) as live:  # as a live stream hears it, in pieces
+            pcm = sample / 32768.0
+            ours["stream_160"] = [seg.text for i in range(0, pcm.size, 2560)
+                                  for seg in live.feed(pcm[i:i + 2560]).segments]
+            ours["stream_160"] += [seg.text for seg in live.finalize().segments]
+        tries[-1]["engine_q8_0"] = ours
+        if all(h == text for h in hyps.values()) and all(c == commands for c in ours.values()):
             soundfile.write(out_dir / "demo-sample.flac", sample, tdm.SAMPLE_RATE, subtype="PCM_16")
             (out_dir / "demo-sample.txt").write_text("\n".join(commands) + "\n", encoding="utf-8")
             return {"seed": seed, "attempt": attempt, "voice": voice, "speed": speed, "pitch": pitch, **meta,
                     "commands": commands, "seconds": round(sample.size / tdm.SAMPLE_RATE, 2), "rejected": tries[:-1]}
-    raise SystemExit(f"no sample in 50 attempts was transcribed exactly by NeMo: {json.dumps(tries[-3:], indent=1)}")
+    raise SystemExit(f"no sample in 50 attempts was transcribed exactly by NeMo and the engine: {json.dumps(tries[-3:], indent=1)}")
 
 
 def main() -> int:
@@ -129,7 +172,7 @@ def main() -> int:
                     "--type", "q8_0", "--force"], check=True)
     model = load_model(args.nemo)
 
-    sample = make_sample(model, args.seed, args.package_data)
+    sample = make_sample(model, args.seed, args.package_data, gguf)
     print(f"sample: {sample['commands']} ({sample['seconds']} s, attempt {sample['attempt']})", flush=True)
 
     test = [json.loads(line) for line in (args.data / "test" / "manifest.jsonl").read_text().splitlines()]
@@ -149,6 +192,30 @@ def main() -> int:
         nemo[f"{ctx[0]}_{ctx[1]}"] = {"wer": wer(refs, hyps), "hyps": hyps}
         print(f"NeMo [{ctx[0]},{ctx[1]}]: WER {nemo[f'{ctx[0]}_{ctx[1]}']['wer']} %", flush=True)
 
+    import soxr
+    from nemotron_cpp.demo import LONG_STREAM_GAP, long_stream, telephone
+
+    # The clips through a telephone line, brought back to 16 kHz as the package does with 8 kHz input.
+    narrow = [(soxr.resample(telephone(c / 32768.0), 8000, tdm.SAMPLE_RATE, quality="HQ") * 32768.0)
+              .round().clip(-32768, 32767).astype(np.int16) for c in clips]
+    phone: Dict[str, Any] = {}
+    for ctx in CONTEXTS:
+        hyps = transcribe(model, narrow, ctx)
+        phone[f"{ctx[0]}_{ctx[1]}"] = {"wer": wer(refs, hyps), "hyps": hyps}
+        print(f"NeMo telephone [{ctx[0]},{ctx[1]}]: WER {phone[f'{ctx[0]}_{ctx[1]}']['wer']} %", flush=True)
+
+    # int16 in, int16 out: the stream holds exactly the committed clips' samples and zeros.
+    stream_audio = (long_stream([c / 32768.0 for c in clips], tdm.SAMPLE_RATE) * 32768.0).round().astype(np.int16)
+    long: Dict[str, Any] = {"gap_seconds": LONG_STREAM_GAP, "seconds": round(stream_audio.size / tdm.SAMPLE_RATE, 2),
+                            "nemo": {}}
+    reference = " ".join(refs)
+    for ctx in CONTEXTS:
+        t1 = time.time()
+        text = stream_text(model, stream_audio, ctx, args.tests)
+        long["nemo"][f"{ctx[0]}_{ctx[1]}"] = {"wer": wer([reference], [text]), "text": text}
+        print(f"NeMo long stream [{ctx[0]},{ctx[1]}]: WER {long['nemo'][f'{ctx[0]}_{ctx[1]}']['wer']} % "
+              f"({time.time() - t1:.0f} s)", flush=True)
+
     import nemo as nemo_pkg
 
     manifest = {
@@ -161,6 +228,8 @@ def main() -> int:
         "words": sum(len(r.split()) for r in refs),
         "clips": entries,
         "nemo": nemo,
+        "long_stream": long,
+        "telephone": {"nemo": phone},
         "sample": sample,
         "seconds": round(time.time() - t0, 1),
     }

@@ -32,7 +32,14 @@ respect to the logits, see ``--check-loss``) +
 ``--ctc-weight`` x CTC of a linear head on the encoder output (the head helps alignment early and is
 not exported). The first ``--ctx-mix-step`` steps use att_context_size [70,13] only; after that the
 encoder draws one of the four contexts per batch (``--ctx-probs``), as NeMo does in training;
-SpecAugment from ``--specaug-step``. Two changes of variables (``reparametrize``: standardised input
+SpecAugment from ``--specaug-step``. Besides single commands, ``--multi-frac`` of the batches
+(from ``--multi-step``) are clips of two or three commands by one speaker with pauses, and
+``--long-frac`` (from ``--long-step``) long clips of LONG_COMMANDS commands, each by its own speaker,
+so that the predictor learns to begin a new utterance after many tokens, as in a long live stream.
+From ``--tel-step`` on, ``--tel-frac`` of all clips pass through a telephone channel (``telephone``:
+8 kHz, optionally the 300-3400 Hz band and mu-law), so that 8 kHz audio, which reaches the model
+with nothing above 4 kHz, is recognized too (the held-out clips through the same channel are
+evaluated as ``tel_*``). Two changes of variables (``reparametrize``: standardised input
 features and an xscaling-like gain on the subsampling output) make the model learn in minutes rather
 than not at all; they are folded exactly into the weights of the exported model.
 
@@ -55,20 +62,21 @@ Usage:
     PY=/tmp/nemo-venv/bin/python
     $PY scripts/train_demo_model.py --check-loss             # RNN-T loss against NeMo's
     $PY scripts/train_demo_model.py --prepare                # data + tokenizer only
-    setsid nohup nice -n 19 $PY scripts/train_demo_model.py --max-steps 30000 \\
+    setsid nohup nice -n 5 $PY scripts/train_demo_model.py \\
         > /work/demo-train/train.out 2>&1 &                  # train (prepares data first if needed)
-    $PY scripts/train_demo_model.py --resume --max-steps 30000   # continue (same schedule options)
+    $PY scripts/train_demo_model.py --resume                 # continue (same schedule options)
     $PY scripts/train_demo_model.py --export                 # last checkpoint -> model.nemo + WER
 
 Everything is seeded (``--seed``): the text, the voices, the noise, the tokenizer, the weights, the
 batch order, dropout and the context draws; ``--resume`` restores the RNG states and the position in
 the epoch, so a resumed run continues as an uninterrupted one would (up to floating point order).
 
-Run time on the project's 2-core machine, one torch thread, under nice 19 with the other core busy:
-data preparation (16000 training clips, 10.9 h of audio, 1.25 GB; 200 test clips) about 4 minutes;
-training 0.35-0.5 s per step at batch 16 (about 8000 steps an hour, so the default 30000 steps take
-about 4 hours); an evaluation of the 200 test clips at two contexts 5-10 s; the export (save, reload,
-WER at all four contexts) about 30 s. In a 15-minute trial (6 x 144) the held-out greedy WER at
+Run time on the project's 2-core machine (two torch threads): data preparation (16000 training
+clips, 10.9 h of audio; 4000 multi-command clips, 6.7 h; 1500 long clips, 9.7 h; 200 test clips)
+about 9 minutes; training 0.31-0.35 s per step at batch 16 on a quiet machine, 0.6-1 s with
+long clips (the default 10000 steps took about 124 minutes); an
+evaluation of the test clips 10-30 s; the export (save, reload, WER at all four contexts, multi
+and telephone) about a minute. In a 15-minute trial (6 x 144) the held-out greedy WER at
 [70,13] went 90 % (3 min), 78 % (6), 70 % (9), 50 % (12), 45 % (14, 1940 steps).
 See /work/demo-train/NOTES.md for the trials.
 """
@@ -219,6 +227,7 @@ TEST_VARIANTS = ["m4", "f2", "klatt4", "Andy", "belinda", "david", "steph2", "iv
                  "grandpa", "michel"]
 TRAIN_VARIANTS = [v for v in ALL_VARIANTS if v not in TEST_VARIANTS]
 MULTI_PAUSE = (0.3, 1.6)  # seconds between the commands of a multi-command clip
+LONG_COMMANDS = (4, 10)  # commands per long clip, each by its own speaker, as a live stream of many people hears them
 N_TEST_MULTI = 50
 
 
@@ -364,32 +373,69 @@ def prepare(data: Path, seed: int, n_train: int, n_test: int, vocab: int) -> Pat
     return tok_dir
 
 
-def prepare_multi(data: Path, seed: int, n_multi: int) -> None:
-    """Makes ``n_multi`` clips of two or three commands each (once per data directory): multi.i16 + multi.jsonl."""
-    spec = {"seed": seed, "n_multi": n_multi, "pause": list(MULTI_PAUSE), "format": 1}
-    done = data / "multi.json"
+def prepare_multi(data: Path, seed: int, n_clips: int, kind: str = "multi") -> None:
+    """Makes ``n_clips`` clips of several commands (once per data directory): ``{kind}.i16`` + ``{kind}.jsonl``.
+
+    "multi": two or three commands by one speaker with MULTI_PAUSE pauses between them; "long":
+    LONG_COMMANDS commands, each spoken by its own speaker with its own level, noise and silences
+    around it (as the held-out long stream is made), with the same pauses between them. Long clips
+    teach the predictor to start a new utterance after many tokens of earlier ones."""
+    spec = {"seed": seed, f"n_{kind}": n_clips, "pause": list(MULTI_PAUSE), "format": 1}
+    if kind == "long":
+        spec["commands"] = list(LONG_COMMANDS)
+    done = data / f"{kind}.json"
     if done.exists():
         have = json.loads(done.read_text())
         if have["spec"] != spec:
-            raise SystemExit(f"{data} has multi-command clips made with {have['spec']}, not {spec}")
+            raise SystemExit(f"{data} has {kind} clips made with {have['spec']}, not {spec}")
         return
     t0 = time.time()
-    text_rng = random.Random(seed + 3)
-    rng = np.random.default_rng([seed, 3])
-    with open(data / "multi.i16", "wb") as audio, open(data / "multi.jsonl", "w") as index:
+    salt = {"multi": 3, "long": 11}[kind]
+    text_rng = random.Random(seed + salt)
+    rng = np.random.default_rng([seed, salt])
+    with open(data / f"{kind}.i16", "wb") as audio, open(data / f"{kind}.jsonl", "w") as index:
         offset = 0
-        for i in range(n_multi):
-            texts = [sentence(text_rng) for _ in range(2 if text_rng.random() < 0.7 else 3)]
-            samples, meta = render_multi(rng, texts, TRAIN_VARIANTS)
+        for i in range(n_clips):
+            if kind == "multi":
+                texts = [sentence(text_rng) for _ in range(2 if text_rng.random() < 0.7 else 3)]
+                samples, meta = render_multi(rng, texts, TRAIN_VARIANTS)
+            else:
+                texts = [sentence(text_rng) for _ in range(text_rng.randint(*LONG_COMMANDS))]
+                parts, voices = [], []
+                for j, text in enumerate(texts):
+                    if j:
+                        parts.append(np.zeros(int(rng.uniform(*MULTI_PAUSE) * SAMPLE_RATE), dtype=np.int16))
+                    clip, clip_meta = render(rng, text, TRAIN_VARIANTS)
+                    parts.append(clip)
+                    voices.append(clip_meta["voice"])
+                samples, meta = np.concatenate(parts), {"voices": voices}
             audio.write(samples.astype("<i2").tobytes())
             index.write(json.dumps({"offset": offset, "samples": int(samples.size), "text": " ".join(texts),
                                     **meta}) + "\n")
             offset += samples.size
             if (i + 1) % 500 == 0:
-                print(f"prepare: {i + 1}/{n_multi} multi-command clips, {time.time() - t0:.0f} s", flush=True)
+                print(f"prepare: {i + 1}/{n_clips} {kind} clips, {time.time() - t0:.0f} s", flush=True)
     hours = offset / SAMPLE_RATE / 3600
     done.write_text(json.dumps({"spec": spec, "hours": round(hours, 2), "seconds": round(time.time() - t0, 1)}) + "\n")
-    print(f"prepare: {n_multi} multi-command clips ({hours:.2f} h) in {time.time() - t0:.0f} s", flush=True)
+    print(f"prepare: {n_clips} {kind} clips ({hours:.2f} h) in {time.time() - t0:.0f} s", flush=True)
+
+
+def telephone(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """``x`` (16 kHz) as it arrives through a telephone line and back to 16 kHz: at 8 kHz, optionally
+    band-limited to 300-3400 Hz first and optionally G.711 mu-law coded (8 bits) at 8 kHz. A user's
+    8 kHz audio reaches the model upsampled the same way, so it sees nothing above 4 kHz."""
+    from scipy.signal import butter, resample_poly, sosfilt
+
+    kind = int(rng.integers(3))  # 0: 8 kHz; 1: + telephone band; 2: + telephone band + mu-law
+    if kind >= 1:
+        x = sosfilt(butter(4, [300, 3400], btype="band", fs=SAMPLE_RATE, output="sos"), x)
+    y = resample_poly(x, 1, 2)
+    if kind == 2:
+        mu = 255.0
+        v = np.clip(y / 32768.0, -1.0, 1.0)
+        code = np.round(np.sign(v) * np.log1p(mu * np.abs(v)) / np.log1p(mu) * 127) / 127
+        y = np.sign(code) * np.expm1(np.abs(code) * np.log1p(mu)) / mu * 32768.0
+    return resample_poly(y, 2, 1)[: x.size]
 
 
 def prepare_test_multi(data: Path, seed: int) -> List[Dict[str, Any]]:
@@ -607,6 +653,12 @@ def evaluate(model: Any, test: List[Dict[str, Any]], contexts: Sequence[Sequence
     return out
 
 
+def telephone_test(test: List[Dict[str, Any]], seed: int) -> List[Dict[str, Any]]:
+    """The held-out clips through the telephone channel (one fixed draw per clip)."""
+    return [{**x, "audio": telephone(np.random.default_rng([seed, 500, i]), x["audio"].astype(np.float64))}
+            for i, x in enumerate(test)]
+
+
 def pad_batch(clips: Sequence[np.ndarray]) -> Tuple[Any, Any]:
     import torch
 
@@ -668,6 +720,9 @@ def export(model: Any, args: argparse.Namespace, test: List[Dict[str, Any]], log
     if args.n_multi:  # several commands with pauses between them in one recording, as a live stream hears them
         multi = evaluate(model, prepare_test_multi(args.data or args.work / "data", args.seed), CONTEXTS)
         res.update({f"multi_{k}": v for k, v in multi.items() if not k.startswith("hyps")})
+    if args.tel_frac:
+        tel = evaluate(model, telephone_test(test, args.seed), CONTEXTS)
+        res.update({f"tel_{k}": v for k, v in tel.items() if not k.startswith("hyps")})
     params = sum(p.numel() for p in model.parameters())
     summary = {k: v for k, v in res.items() if not k.startswith("hyps")}
     (work / "model_eval.json").write_text(json.dumps(
@@ -680,7 +735,7 @@ def export(model: Any, args: argparse.Namespace, test: List[Dict[str, Any]], log
 
 SCHEDULE_ARGS = ("batch", "lr", "lr_min", "warmup", "decay_frac", "max_steps", "ctc_weight", "ctx_mix_step", "ctx_probs",
                  "specaug_step", "short_steps", "short_frac", "weight_decay", "clip", "seed", "n_multi", "multi_step",
-                 "multi_frac", "multi_batch")
+                 "multi_frac", "multi_batch", "n_long", "long_step", "long_frac", "long_batch", "tel_frac", "tel_step")
 ARCH_ARGS = ("vocab", "layers", "d_model", "heads", "sub_channels", "pred_hidden", "dropout", "xscale")
 
 
@@ -689,7 +744,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--work", type=Path, default=Path("/work/demo-train"), help="work directory (default %(default)s)")
     p.add_argument("--data", type=Path, help="data directory (default WORK/data; several runs may share one)")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--prepare", action="store_true", help="only make the data and the tokenizer")
     p.add_argument("--check-loss", action="store_true", help="only compare rnnt_loss with NeMo's")
     p.add_argument("--export", action="store_true", help="only export the last checkpoint (model.nemo + WER)")
@@ -709,7 +764,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--lr-min", type=float, default=5e-5)
     p.add_argument("--warmup", type=int, default=500)
-    p.add_argument("--decay-frac", type=float, default=0.3, help="cosine decay over this last part of --max-steps")
+    p.add_argument("--decay-frac", type=float, default=0.4, help="cosine decay over this last part of --max-steps")
     p.add_argument("--weight-decay", type=float, default=1e-3)
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--ctc-weight", type=float, default=0.5)
@@ -724,7 +779,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    "multi-command clips (the long run took them up when it was resumed at step 1443)")
     p.add_argument("--multi-frac", type=float, default=0.25)
     p.add_argument("--multi-batch", type=int, default=8, help="batch size of the (longer) multi-command clips")
-    p.add_argument("--max-steps", type=int, default=30000)
+    p.add_argument("--n-long", type=int, default=1500, help="clips of LONG_COMMANDS commands by as many speakers")
+    p.add_argument("--long-step", type=int, default=3000, help="from this step on, --long-frac of the batches are long clips")
+    p.add_argument("--long-frac", type=float, default=0.15)
+    p.add_argument("--long-batch", type=int, default=4, help="batch size of the long clips")
+    p.add_argument("--tel-step", type=int, default=3000, help="from this step on, --tel-frac of the clips of every "
+                   "batch go through a telephone channel (see telephone)")
+    p.add_argument("--tel-frac", type=float, default=0.3)
+    p.add_argument("--max-steps", type=int, default=10000)
     p.add_argument("--max-minutes", type=float, default=600.0, help="stop (checkpoint + export) after this much time")
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--eval-minutes", type=float, default=10.0)
@@ -734,6 +796,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.xscale is None:
         args.xscale = math.sqrt(args.d_model)
 
+    # libgomp's threads spin for a long time before they sleep: with another process on one of the two
+    # cores a step took 2.9 s instead of 0.31; with spinning cut short, 0.6 (and 0.33 when quiet).
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -746,6 +811,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tok_dir = prepare(data, args.seed, args.n_train, args.n_test, args.vocab)
     if args.n_multi:
         prepare_multi(data, args.seed, args.n_multi)
+    if args.n_long:
+        prepare_multi(data, args.seed, args.n_long, "long")
     if args.prepare:
         return 0
 
@@ -755,10 +822,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     multi_index = [json.loads(line) for line in open(data / "multi.jsonl")] if args.n_multi else []
     multi_audio = np.memmap(data / "multi.i16", dtype="<i2", mode="r") if args.n_multi else None
     multi_lengths = np.array([x["samples"] for x in multi_index])
+    long_index = [json.loads(line) for line in open(data / "long.jsonl")] if args.n_long else []
+    long_audio = np.memmap(data / "long.i16", dtype="<i2", mode="r") if args.n_long else None
+    long_lengths = np.array([x["samples"] for x in long_index])
     test_multi = prepare_test_multi(data, args.seed) if args.n_multi else []
     test = [json.loads(line) for line in open(data / "test" / "manifest.jsonl")]
     for x in test:
         x["audio"] = read_wav(Path(x["audio_filepath"]))
+    test_tel = telephone_test(test[:100], args.seed) if args.tel_frac else []
     log_path = args.work / "log.jsonl"
     log_file = open(log_path, "a")
     t_start = time.time()
@@ -796,12 +867,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     specaug = SpectrogramAugmentation(freq_masks=2, freq_width=15, time_masks=2, time_width=0.05)
     step, epoch, pos, train_seconds = 0, 0, 0, 0.0
     multi_epoch, multi_pos = 0, 0
+    long_epoch, long_pos = 0, 0
     if ck is not None:
         model.load_state_dict(ck["model"])
         ctc_head.load_state_dict(ck["ctc_head"])
         opt.load_state_dict(ck["opt"])
         step, epoch, pos, train_seconds = ck["step"], ck["epoch"], ck["pos"], ck["train_seconds"]
         multi_epoch, multi_pos = ck.get("multi_epoch", 0), ck.get("multi_pos", 0)
+        long_epoch, long_pos = ck.get("long_epoch", 0), ck.get("long_pos", 0)
         torch.set_rng_state(ck["torch_rng"])
         random.setstate(ck["py_rng"])
         np.random.set_state(ck["np_rng"])
@@ -818,6 +891,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model.train()
     batches = epoch_batches(lengths, args.batch, args.seed, epoch)
     multi_batches = epoch_batches(multi_lengths, args.multi_batch, args.seed + 1, multi_epoch) if args.n_multi else []
+    long_batches = epoch_batches(long_lengths, args.long_batch, args.seed + 2, long_epoch) if args.n_long else []
     short = np.flatnonzero(lengths <= np.quantile(lengths, args.short_frac))
     short_batches = [short[b] for b in epoch_batches(lengths[short], args.batch, args.seed, 10**6)]
     last_eval = last_ckpt = time.time()
@@ -830,16 +904,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         save_checkpoint(ckpt_dir / "last.pt", {
             "model": model.state_dict(), "ctc_head": ctc_head.state_dict(), "opt": opt.state_dict(),
             "step": step, "epoch": epoch, "pos": pos, "train_seconds": train_seconds,
-            "multi_epoch": multi_epoch, "multi_pos": multi_pos,
+            "multi_epoch": multi_epoch, "multi_pos": multi_pos, "long_epoch": long_epoch, "long_pos": long_pos,
             "torch_rng": torch.get_rng_state(), "py_rng": random.getstate(), "np_rng": np.random.get_state(),
             "args": vars(args)})
 
     while step < args.max_steps and (time.time() - t_start) / 60 < args.max_minutes:
         t0 = time.time()
-        # Whether this step trains on multi-command clips: a draw fixed by the step, so resuming repeats it.
-        multi = (args.n_multi > 0 and step >= args.multi_step
-                 and np.random.default_rng([args.seed, 300, step]).random() < args.multi_frac)
-        if multi:
+        # Whether this step trains on multi-command or long clips: a draw fixed by the step, so resuming repeats it.
+        draw = np.random.default_rng([args.seed, 300, step]).random()
+        multi = args.n_multi > 0 and step >= args.multi_step and draw < args.multi_frac
+        long = (not multi and args.n_long > 0 and step >= args.long_step
+                and args.multi_frac <= draw < args.multi_frac + args.long_frac)
+        if long:
+            if long_pos >= len(long_batches):
+                long_epoch, long_pos = long_epoch + 1, 0
+                long_batches = epoch_batches(long_lengths, args.long_batch, args.seed + 2, long_epoch)
+            ids = long_batches[long_pos]
+            long_pos += 1
+        elif multi:
             if multi_pos >= len(multi_batches):
                 multi_epoch, multi_pos = multi_epoch + 1, 0
                 multi_batches = epoch_batches(multi_lengths, args.multi_batch, args.seed + 1, multi_epoch)
@@ -854,8 +936,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ids = batches[pos]
             pos += 1
         model.encoder.att_context_probs = [1.0, 0.0, 0.0, 0.0] if step < args.ctx_mix_step else ctx_probs
-        src, src_audio = (multi_index, multi_audio) if multi else (index, audio)
+        src, src_audio = (long_index, long_audio) if long else (multi_index, multi_audio) if multi else (index, audio)
         clips = [np.asarray(src_audio[src[i]["offset"]:src[i]["offset"] + src[i]["samples"]]) for i in ids]
+        if step >= args.tel_step:  # a telephone channel for some clips, drawn by the step
+            tel_rng = np.random.default_rng([args.seed, 400, step])
+            clips = [telephone(tel_rng, c.astype(np.float64)) if tel_rng.random() < args.tel_frac else c for c in clips]
         signal, length = pad_batch(clips)
         tokens = [model.tokenizer.text_to_ids(src[i]["text"]) for i in ids]
         u_len = torch.tensor([len(tk) for tk in tokens])
@@ -905,6 +990,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             res = evaluate(model, test, [CONTEXTS[0], CONTEXTS[2]])
             if test_multi:
                 res.update({f"multi_{k}": v for k, v in evaluate(model, test_multi, [CONTEXTS[0]]).items()})
+            if test_tel:
+                res.update({f"tel_{k}": v for k, v in evaluate(model, test_tel, [CONTEXTS[0]]).items()})
             rec = {"event": "eval", "step": step, "train_minutes": round(train_seconds / 60, 2),
                    **{k: v for k, v in res.items() if "hyps" not in k},
                    "example_ref": test[0]["text"], "example_70_13": res["hyps_70_13"][0],
