@@ -26,9 +26,15 @@ same full-size random weights (NeMo needs minutes and several GiB at this size):
     python bench/run.py --model ~/.cache/nemotron-cpp/reference/full/model.f32.gguf --streams 1 \\
         --nemo-python /tmp/nemo-venv/bin/python --nemo-model ~/.cache/nemotron-cpp/reference/full/model.nemo
 
+--backend runs every cell on another device (gpu, rpc://HOST:PORT). --capacity MS finds how many
+concurrent streams of that latency one model keeps in real time with a p95 chunk time under MS
+(batched, doubling the count), and --offline N transcribes the recording repeated N times as one file:
+with the first, the figures a GPU is judged by.
+
 Examples:
 
     python bench/run.py                                  # the whole matrix: hours on a 2-core machine
+    python bench/run.py --backend gpu --types q8_0 --threads 1 --streams 1 --capacity 160 --offline 60
     python bench/run.py --types q8_0 --latencies 160 --threads 2 --streams 1,4 --json out.json
     python bench/run.py --model my.gguf --audio call.flac --compare "other-asr -m {model} -f {audio}"
 """
@@ -186,7 +192,7 @@ def cell(p: Dict[str, Any]) -> Dict[str, Any]:
 
     audio = soundfile.read(p["audio"], dtype="float32")[0]
     t = time.perf_counter()
-    model = NemotronModel(p["model"], n_threads=p["threads"], backend="cpu", use_mmap=p["mmap"])
+    model = NemotronModel(p["model"], n_threads=p["threads"], backend=p["backend"], use_mmap=p["mmap"])
     load = time.perf_counter() - t
     step = p["latency"] * RATE // 1000
     pieces = [audio[i:i + step] for i in range(0, len(audio), step)]
@@ -207,6 +213,22 @@ def cell(p: Dict[str, Any]) -> Dict[str, Any]:
     return {"load_s": load, "wall_s": wall, "chunk_s": [t for r in results for t in r["chunks"]],
             "first_partial": max(firsts, key=sum, default=None), "peak_bytes": _peak_rss(),
             "tokens_per_frame": len(streams[0].tokens) / max(streams[0].n_frames, 1)}
+
+
+def offline(p: Dict[str, Any]) -> Dict[str, Any]:
+    """A long file transcribed at once (model.transcribe: the full-utterance path chunk by chunk)."""
+    from nemotron_cpp import NemotronModel
+
+    audio = np.tile(soundfile.read(p["audio"], dtype="float32")[0], p["repeat"])
+    t = time.perf_counter()
+    model = NemotronModel(p["model"], n_threads=p["threads"], backend=p["backend"], use_mmap=p["mmap"])
+    load = time.perf_counter() - t
+    start = time.perf_counter()
+    transcript = model.transcribe(audio, latency_ms=p["latency"])
+    text = transcript.text  # results are lazy: the work is done when they are read
+    wall = time.perf_counter() - start
+    return {"load_s": load, "wall_s": wall, "audio_s": len(audio) / RATE, "peak_bytes": _peak_rss(),
+            "words": len(text.split())}
 
 
 def nemo(p: Dict[str, Any]) -> Dict[str, Any]:
@@ -250,7 +272,7 @@ def nemo(p: Dict[str, Any]) -> Dict[str, Any]:
     return {"load_s": load, "wall_s": wall, "chunk_s": times, "first_partial": first, "peak_bytes": _peak_rss()}
 
 
-CHILDREN = {"_cell": cell, "_nemo": nemo}
+CHILDREN = {"_cell": cell, "_offline": offline, "_nemo": nemo}
 
 # Times one --compare command (argv[1]) and takes its peak RSS from RUSAGE_CHILDREN, which only this
 # wrapper's child feeds. Linux counts the spawning process's own peak into an exec'd child's
@@ -348,6 +370,13 @@ def main() -> None:
     add("--seconds", type=float, default=60.0, help="length of the espeak-ng speech (default: %(default)s)")
     add("--cache", type=Path, default=Path(__file__).parent / "models",
         help="where the generated models and audio are kept (default: bench/models)")
+    add("--backend", default="cpu", help="the device: cpu, gpu, gpu:N or rpc://HOST:PORT (default: %(default)s)")
+    add("--capacity", type=int, metavar="MS",
+        help="also find how many concurrent streams of this latency one model keeps in real time with a p95 chunk time "
+             "under the latency (model.step batches, doubling the count: 1, 2, 4, ...)")
+    add("--max-streams", type=int, default=4096, help="where --capacity stops (default: %(default)s)")
+    add("--offline", type=int, metavar="N",
+        help="also transcribe the recording repeated N times as one file (model.transcribe), for the offline RTFx")
     add("--cold", action="store_true", help="evict the model file from the page cache before each load")
     add("--no-mmap", action="store_true", help="copy the weights into memory instead of mapping the file")
     add("--compare", action="append", default=[], metavar="CMD",
@@ -382,7 +411,9 @@ def main() -> None:
     else:
         models = default_models(args.cache, args.types.split(","))
 
-    rows = []
+    rows: List[Dict[str, Any]] = []
+    capacity: List[str] = []
+    offline_lines: List[str] = []
 
     def measure(argv: List[str], label: str, engine: str, weights: str, latency: Optional[int], n_threads: int,
                 n_streams: int) -> None:
@@ -395,10 +426,36 @@ def main() -> None:
             for latency in latencies:
                 for n in streams:
                     params = {"model": str(path), "audio": str(wav), "latency": latency, "threads": n_threads,
-                              "streams": n, "mode": args.mode, "cold": args.cold, "mmap": not args.no_mmap}
+                              "streams": n, "mode": args.mode, "cold": args.cold, "mmap": not args.no_mmap,
+                              "backend": args.backend}
                     measure([sys.executable, __file__, "_cell", json.dumps(params)],
                             f"{weights} {latency} ms, {n_threads} threads, {n} streams", "nemotron_cpp", weights,
                             latency, n_threads, n)
+            if args.capacity:
+                # Real time with a margin: the batch's wall time under the audio's, and 95 % of its steps
+                # within one chunk's latency.
+                n, best = 1, 0
+                while n <= args.max_streams:
+                    params = {"model": str(path), "audio": str(wav), "latency": args.capacity, "threads": n_threads,
+                              "streams": n, "mode": "batched", "cold": False, "mmap": not args.no_mmap,
+                              "backend": args.backend}
+                    measure([sys.executable, __file__, "_cell", json.dumps(params)],
+                            f"{weights} capacity at {args.capacity} ms: {n} streams", "nemotron_cpp", weights,
+                            args.capacity, n_threads, n)
+                    if not (rows[-1]["realtime"] and rows[-1]["chunk_p95_ms"] is not None
+                            and rows[-1]["chunk_p95_ms"] <= args.capacity):
+                        break
+                    best, n = n, 2 * n
+                capacity.append(f"{weights}, {n_threads} threads: {best} concurrent {args.capacity} ms streams in real "
+                                f"time with p95 chunk time under {args.capacity} ms")
+            if args.offline:
+                params = {"model": str(path), "audio": str(wav), "latency": max(latencies), "threads": n_threads,
+                          "repeat": args.offline, "mmap": not args.no_mmap, "backend": args.backend}
+                r = child([sys.executable, __file__, "_offline", json.dumps(params)], f"{weights} offline")
+                offline_lines.append(f"{weights}, {n_threads} threads: offline {r['audio_s'] / 60:.1f} min of audio in "
+                                     f"{r['wall_s']:.1f} s, RTFx {r['audio_s'] / r['wall_s']:.0f} "
+                                     f"(load {r['load_s'] * 1000:.0f} ms, peak RSS {r['peak_bytes'] / 2**20:.0f} MiB)")
+                print(offline_lines[-1], file=sys.stderr)
             for command in args.compare:
                 name = Path(shlex.split(command)[0]).name
                 for its_latency in latencies if "{latency}" in command else [None]:
@@ -415,8 +472,10 @@ def main() -> None:
             measure([args.nemo_python, __file__, "_nemo", json.dumps(params)],
                     f"NeMo {latency} ms, {n_threads} threads", "NeMo", "f32", latency, n_threads, 1)
 
-    head = header(args.mode, audio_s, audio_name)
+    head = header(args.mode, audio_s, audio_name) + f"; backend {args.backend}"
     print(f"{head}\n\n{table(rows)}")
+    for line in capacity + offline_lines:
+        print(f"\n{line}")
     if args.json:
         args.json.write_text(json.dumps({"header": head, "argv": sys.argv[1:], "rows": rows}, indent=1) + "\n")
 

@@ -43,7 +43,11 @@ def tiny_q4_0(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.mark.parametrize("weights", ["layout-a-tiny.f32.gguf", "layout-a-tiny.q8_0.gguf", "layout-b-tiny.q8_0.gguf",
                                      "q4_0"])
 def test_batched_results_are_each_streams_own(fixtures_dir: Path, tiny_q4_0: Path, weights: str) -> None:
-    model = NemotronModel(tiny_q4_0 if weights == "q4_0" else fixtures_dir / weights, n_threads=1)
+    check_batched_results(NemotronModel(tiny_q4_0 if weights == "q4_0" else fixtures_dir / weights, n_threads=1))
+
+
+def check_batched_results(model: NemotronModel) -> None:
+    """Six streams of mixed latencies stepped together (model.step) give each stream's results alone, bit for bit."""
     audio = clips()
     expected = [alone(model, a, lat, ch) for a, lat, ch in zip(audio, LATENCIES, CHUNKINGS)]
     streams = [model.stream(lat, chunking=ch, keep_encoder_output=True, keep_trace=True,
@@ -82,6 +86,40 @@ def test_kept_graph_follows_the_streams(fixtures_dir: Path) -> None:
             streams[k].push(audio[k][offsets[k]:offsets[k] + PIECE])
             offsets[k] += PIECE
         model.step([streams[k] for k in pair])
+    model.step(streams, final=True)
+    for k, (s, (tokens, enc)) in enumerate(zip(streams, expected)):
+        assert s.tokens.tolist() == tokens, CLIPS[k]
+        np.testing.assert_array_equal(s.encoder_output, enc, err_msg=CLIPS[k])
+        s.close()
+
+
+def test_streams_made_and_closed_midway(fixtures_dir: Path) -> None:
+    """Every stream's caches are a slot of one pool per model, which grows (moving every slot) when a
+    stream needs one and none is free, and hands a closed stream's slot to the next. Streams made and
+    closed while others are half way through their audio keep those others' results, and a stream in
+    a reused slot starts from clean caches: each gives exactly its results alone."""
+    model = NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf", n_threads=1)
+    audio = clips()[:3]
+    expected = [alone(model, a, 160, "stream")[:2] for a in audio]
+    half = (len(audio[0]) // 2) // PIECE * PIECE
+
+    def run(streams: list, k: int, start: int, stop: int) -> None:
+        for i in range(start, stop, PIECE):
+            streams[k].push(audio[k][i:i + PIECE])
+        model.step([streams[k]])
+
+    first = model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24))
+    streams = [first]
+    run(streams, 0, 0, half)
+    # Two more streams: the pool grows from one slot to two, then to four, under the first's feet.
+    streams += [model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24)) for _ in range(2)]
+    run(streams, 1, 0, half)
+    streams[1].close()  # its slot, dirty, goes to the next stream
+    streams[1] = model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24))
+    for k in range(3):
+        start = half if k == 0 else 0
+        for i in range(start, len(audio[k]), PIECE):
+            streams[k].push(audio[k][i:i + PIECE])
     model.step(streams, final=True)
     for k, (s, (tokens, enc)) in enumerate(zip(streams, expected)):
         assert s.tokens.tolist() == tokens, CLIPS[k]

@@ -71,12 +71,14 @@ def test_errors_are_one_line(tmp_path: Path, content: bytes, expected: str) -> N
 def test_usage_errors() -> None:
     assert run([]).returncode == 2
     out = run(["info", "--backend", "tpu", "x.gguf"])
-    assert out.returncode == 2 and "error: argument --backend: must be auto, cpu, gpu or gpu:N, not tpu" in out.stderr
+    assert out.returncode == 2 and "error: argument --backend: must be auto, cpu, gpu, gpu:N or rpc://HOST:PORT, not tpu" in out.stderr
 
 
 @pytest.mark.parametrize("args,message", [
     (["transcribe", "a.wav", "--threads", "0"], "argument --threads: must be a positive integer, not 0"),
     (["info", "--threads", "two"], "argument --threads: must be a positive integer, not two"),
+    (["rpc-server", "--port", "0"], "argument --port: must be a port number from 1 to 65535, not 0"),
+    (["rpc-server", "--backend", "rpc://host:1"], "argument --backend: must be auto, cpu, gpu or gpu:N, not rpc://host:1"),
     (["stream", "--rate", "1000000000"], "argument --rate: must be a sample rate from 8000 to 768000 Hz, not 1000000000"),
     (["transcribe", "-", "--rate", "4000"], "argument --rate: must be a sample rate from 8000 to 768000 Hz, not 4000"),
     (["stream", "--silence", "0"], "argument --silence: must be a number of seconds > 0, not 0"),

@@ -47,7 +47,15 @@ def cases() -> List[Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def _model(ref: str, fixtures_dir: Path, out_dir: Path) -> NemotronModel:
+def _model(ref: str, fixtures_dir: Path, out_dir: Path, backend: str = "auto") -> NemotronModel:
+    # One thread for the tiny model: its graphs are too small to share; results do not depend on it.
+    return NemotronModel(model_path(ref, fixtures_dir, out_dir), backend=backend,
+                         n_threads=1 if ref.startswith("tiny") else None)
+
+
+@functools.lru_cache(maxsize=None)
+def model_path(ref: str, fixtures_dir: Path, out_dir: Path) -> Path:
+    """The GGUF file of reference set `ref`'s model."""
     model = MANIFESTS[ref]["model"]
     if model.get("conversion"):  # the generator converted the model it built with our converter
         path = REFERENCES[ref] / model["conversion"]["output"]
@@ -58,8 +66,7 @@ def _model(ref: str, fixtures_dir: Path, out_dir: Path) -> NemotronModel:
         if model.get("config_overrides"):
             nemo = _with_config(nemo, model["config_overrides"], out_dir / f"{ref}-nemo")
         path = convert_nemo(nemo, out_dir / f"{ref}.f32.gguf", force=True)
-    # One thread for the tiny model: its graphs are too small to share; results do not depend on it.
-    return NemotronModel(path, n_threads=1 if ref.startswith("tiny") else None)
+    return path
 
 
 def _with_config(nemo: Path, overrides: Dict[str, Any], folder: Path) -> Path:
@@ -83,7 +90,7 @@ def _with_config(nemo: Path, overrides: Dict[str, Any], folder: Path) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _clips(ref: str) -> Dict[str, Dict[str, Any]]:
+def clips_of(ref: str) -> Dict[str, Dict[str, Any]]:
     out = {}
     for clip in MANIFESTS[ref]["clips"]:
         audio, rate = soundfile.read(REFERENCES[ref] / clip["wav"], dtype="float32")
@@ -104,7 +111,7 @@ def reference_model(fixtures_dir: Path, models_dir: Path) -> NemotronModel:
 
 @pytest.fixture(scope="module")
 def clips() -> Dict[str, Dict[str, Any]]:
-    return _clips("tiny")
+    return clips_of("tiny")
 
 
 def run_case(model: NemotronModel, audio: np.ndarray, case: str) -> Dict[str, Any]:
@@ -137,9 +144,14 @@ def test_log_mel(reference_model: NemotronModel, clips: Dict[str, Dict[str, Any]
 
 @pytest.mark.parametrize("ref_name,clip_name,case", cases())
 def test_matches_nemo(fixtures_dir: Path, models_dir: Path, ref_name: str, clip_name: str, case: str) -> None:
-    clip = _clips(ref_name)[clip_name]
+    check_against_nemo(_model(ref_name, fixtures_dir, models_dir), ref_name, clip_name, case)
+
+
+def check_against_nemo(model: NemotronModel, ref_name: str, clip_name: str, case: str) -> None:
+    """One clip in one mode against NeMo's recording: encoder output, tokens, text, trace, confidences."""
+    clip = clips_of(ref_name)[clip_name]
     ref = clip["arrays"]
-    got = run_case(_model(ref_name, fixtures_dir, models_dir), clip["audio"], case)
+    got = run_case(model, clip["audio"], case)
     enc = ref[f"{case}__enc"]
     assert got["enc"].shape == enc.shape
     error = float(np.abs(got["enc"] - enc).max())

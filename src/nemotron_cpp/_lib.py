@@ -6,7 +6,9 @@ that the binding cannot drift from the C API it calls.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import importlib.util
 import logging
 import os
 import re
@@ -37,11 +39,27 @@ def _find_library() -> Path:
     return _HERE / _LIB_NAMES.get(sys.platform, "libnemotron-asr.so")
 
 
+def _load_cuda_libraries() -> None:
+    """ggml's CUDA backend, where it was built in, needs the CUDA runtime and cuBLAS. Where PyPI's nvidia
+    packages hold them (scripts/install_cuda.sh installs them), they are loaded first, so that the
+    engine finds them without LD_LIBRARY_PATH; elsewhere the system's libraries are used."""
+    if not (_HERE.parent / "lib" / "libggml-cuda.so").exists():
+        return
+    spec = importlib.util.find_spec("nvidia")
+    for base in (spec.submodule_search_locations or []) if spec is not None else []:
+        for name in ("libcudart.so.13", "libcublasLt.so.13", "libcublas.so.13"):
+            path = Path(base) / "cu13" / "lib" / name
+            if path.exists():
+                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
+_load_cuda_libraries()
 _ffi = FFI()
 _ffi.cdef(_cdef_from_header((_HERE / "nemotron-asr.h").read_text(encoding="utf-8")))
 _lib: Any = _ffi.dlopen(str(_find_library()))
 
-_BACKENDS = {"auto": _lib.NEMOTRON_BACKEND_AUTO, "cpu": _lib.NEMOTRON_BACKEND_CPU, "gpu": _lib.NEMOTRON_BACKEND_GPU}
+_BACKENDS = {"auto": _lib.NEMOTRON_BACKEND_AUTO, "cpu": _lib.NEMOTRON_BACKEND_CPU, "gpu": _lib.NEMOTRON_BACKEND_GPU,
+             "rpc": _lib.NEMOTRON_BACKEND_RPC}
 _LAYOUTS = {_lib.NEMOTRON_LAYOUT_NEMO: "nemo", _lib.NEMOTRON_LAYOUT_ASR: "asr"}
 _NORMALIZE = {
     _lib.NEMOTRON_NORMALIZE_NONE: "none",
@@ -172,16 +190,24 @@ def system() -> Dict[str, Any]:
 # ---- models -----------------------------------------------------------------------------
 
 
-def load(path: str, backend: str, gpu_device: int, n_threads: int, use_mmap: bool) -> Handle:
+def load(path: str, backend: str, gpu_device: int, n_threads: int, use_mmap: bool,
+         rpc_endpoint: Optional[str] = None) -> Handle:
     """Loads a model."""
     params = _ffi.new("struct nemotron_context_params *", _lib.nemotron_context_default_params())
     params.backend = _BACKENDS[backend]
     params.gpu_device = gpu_device
     params.n_threads = n_threads
     params.use_mmap = use_mmap
+    endpoint = _ffi.new("char[]", rpc_endpoint.encode()) if rpc_endpoint is not None else _ffi.NULL
+    params.rpc_endpoint = endpoint
     out = _ffi.new("struct nemotron_context **")
     _check(_lib.nemotron_context_init_from_file(os.fsencode(path), params, out), path)
     return Handle(_ffi.gc(out[0], _lib.nemotron_context_free), "model")
+
+
+def rpc_serve(endpoint: str, backend: str, gpu_device: int, n_threads: int) -> None:
+    """Serves a device of this machine over ggml's RPC protocol; returns only by raising."""
+    _check(_lib.nemotron_rpc_serve(endpoint.encode(), _BACKENDS[backend], gpu_device, n_threads))
 
 
 def check_hparams(fields: Dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -82,7 +83,9 @@ _RATE = _checked(int, lambda r: MIN_SAMPLE_RATE <= r <= MAX_SAMPLE_RATE,
                  f"a sample rate from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
 _SECONDS = _checked(float, lambda s: 0 < s < float("inf"), "a number of seconds > 0")
 _SECONDS_OR_ZERO = _checked(float, lambda s: 0 <= s < float("inf"), "a number of seconds >= 0")
-_BACKEND = _checked(_backend, lambda _: True, "auto, cpu, gpu or gpu:N")
+_BACKEND = _checked(_backend, lambda _: True, "auto, cpu, gpu, gpu:N or rpc://HOST:PORT")
+_SERVED_BACKEND = _checked(_backend, lambda text: not text.lower().startswith("rpc://"), "auto, cpu, gpu or gpu:N")
+_PORT = _checked(int, lambda n: 0 < n < 65536, "a port number from 1 to 65535")
 
 
 def _format_bytes(n: int) -> str:
@@ -425,11 +428,22 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rpc_server(args: argparse.Namespace) -> int:
+    from . import _lib
+
+    kind, index, _ = _parse_backend(args.backend)
+    # The engine serves inside one C call until the process ends: let Ctrl-C end it as it would any server.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _lib.rpc_serve(f"{args.host}:{args.port}", kind, index, args.threads or 0)
+    return 1  # not reached: rpc_serve returns only by raising
+
+
 def _add_model_options(parser: argparse.ArgumentParser,
                        model_help: str = f"the GGUF model file or a known model name (see download; default: "
                                          f"${MODEL_ENV}, else the demo model)") -> None:
     parser.add_argument("-m", "--model", help=model_help)
-    parser.add_argument("--backend", type=_BACKEND, default="auto", help="auto, cpu, gpu or gpu:N (default: auto)")
+    parser.add_argument("--backend", type=_BACKEND, default="auto",
+                        help="auto, cpu, gpu, gpu:N or rpc://HOST:PORT (default: auto)")
     parser.add_argument("--threads", type=_THREADS, default=None, metavar="N",
                         help="CPU threads (default: one per physical core)")
     _add_quiet_option(parser)
@@ -545,6 +559,21 @@ def _parser() -> argparse.ArgumentParser:
     download.add_argument("--revision", metavar="REV", help="a branch, tag or commit of REPO_ID (default: main)")
     _add_quiet_option(download)
     download.set_defaults(run=_download)
+
+    rpc = sub.add_parser(
+        "rpc-server", help="serve this machine's device to other processes and machines (ggml RPC)",
+        description="Serve a device of this machine (its GPU, or its CPU) through ggml's RPC protocol, for models "
+                    "loaded elsewhere with --backend rpc://HOST:PORT (or backend=\"rpc://HOST:PORT\"). Serves one client "
+                    "at a time until stopped. The protocol has no authentication or encryption: listen on loopback "
+                    "or a trusted network only.")
+    rpc.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    rpc.add_argument("--port", type=_PORT, default=50052, help="the port to listen on (default: 50052)")
+    rpc.add_argument("--backend", type=_SERVED_BACKEND, default="auto",
+                     help="the device to serve: auto, cpu, gpu or gpu:N (default: auto)")
+    rpc.add_argument("--threads", type=_THREADS, default=None, metavar="N",
+                     help="CPU threads, when serving the CPU (default: one per physical core)")
+    _add_quiet_option(rpc)
+    rpc.set_defaults(run=_rpc_server)
 
     types = ", ".join(FILE_TYPES)
     convert = sub.add_parser("convert", help="convert a NeMo .nemo checkpoint to GGUF",

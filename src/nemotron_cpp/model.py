@@ -34,11 +34,20 @@ def _endpointing(value: Union[bool, Endpointing]) -> Optional[Endpointing]:
     raise TypeError(f"endpointing must be True, False or an Endpointing, not {value!r}")
 
 
-def _parse_backend(backend: str) -> Tuple[str, int]:
+def _parse_backend(backend: str) -> Tuple[str, int, Optional[str]]:
+    """(kind, device index, RPC endpoint) of a backend's text."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, not {type(backend).__name__}")
+    if backend.lower().startswith("rpc://"):
+        endpoint = backend[len("rpc://"):]
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"an RPC backend is 'rpc://HOST:PORT', not {backend!r}")
+        return "rpc", 0, endpoint
     name, _, index = backend.lower().partition(":")
     if name not in ("auto", "cpu", "gpu") or (index and (name != "gpu" or not index.isdigit())):
-        raise ValueError(f"backend must be 'auto', 'cpu', 'gpu' or 'gpu:N', not {backend!r}")
-    return name, int(index) if index else 0
+        raise ValueError(f"backend must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'rpc://HOST:PORT', not {backend!r}")
+    return name, int(index) if index else 0, None
 
 
 class NemotronModel:
@@ -55,7 +64,9 @@ class NemotronModel:
         says so: it knows only a narrow domain of voice commands, see ``nemotron_cpp.demo``).
     backend:
         ``"auto"`` (a GPU if the build has one and one is found, else the CPU), ``"cpu"``,
-        ``"gpu"`` or ``"gpu:N"``.
+        ``"gpu"`` or ``"gpu:N"``, or ``"rpc://HOST:PORT"``: the device that ``nemotron-cpp
+        rpc-server`` (or ggml's ``rpc-server``) serves there, in a build with ggml's RPC backend
+        (see README, "GPUs and other devices").
     n_threads:
         CPU threads; ``None`` uses one per physical core.
     use_mmap:
@@ -76,7 +87,8 @@ class NemotronModel:
     UnsupportedModelError
         A valid file of a model this engine cannot run (a subclass of ModelFileError).
     BackendError
-        The requested device does not exist.
+        The requested device does not exist (the message names the devices found), no RPC
+        server answers at the endpoint, or the build lacks the backend.
 
     Examples
     --------
@@ -103,10 +115,10 @@ class NemotronModel:
                 raise FileNotFoundError(errno.ENOENT, f"no such file, and not a known model name ({names})", path)
             path = hub.download(path)
         self.path = os.fspath(path)
-        name, index = _parse_backend(backend)
+        kind, index, endpoint = _parse_backend(backend)
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise ValueError(f"n_threads must be a positive integer or None, not {n_threads!r}")
-        self._handle = _lib.load(self.path, name, index, n_threads or 0, use_mmap)
+        self._handle = _lib.load(self.path, kind, index, n_threads or 0, use_mmap, endpoint)
         engine = self._handle.live()
         self._info = ModelInfo(**_lib.model_info(engine))
         self._hparams = HParams(**_lib.hparams(engine))

@@ -79,6 +79,7 @@ typedef enum nemotron_backend {
     NEMOTRON_BACKEND_AUTO = 0, /* the best GPU if one was compiled in and found, else the CPU */
     NEMOTRON_BACKEND_CPU  = 1,
     NEMOTRON_BACKEND_GPU  = 2, /* the GPU numbered gpu_device                              */
+    NEMOTRON_BACKEND_RPC  = 3, /* device gpu_device of the ggml RPC server at rpc_endpoint    */
 } nemotron_backend;
 
 typedef enum nemotron_layout {
@@ -162,6 +163,8 @@ struct nemotron_context_params {
                                     quota both count). Fewer while other processes keep CPUs
                                     busy: ggml's threads wait for each other at every operation */
     bool             use_mmap;   /* map the file and use the weights in place where the device allows */
+    const char *     rpc_endpoint; /* with NEMOTRON_BACKEND_RPC: "host:port" of a server started by
+                                      nemotron_rpc_serve (or ggml's rpc-server); copied at load */
 };
 
 NEMOTRON_API struct nemotron_context_params nemotron_context_default_params(void);
@@ -177,6 +180,14 @@ NEMOTRON_API nemotron_status nemotron_context_init_from_file(
 
 /* Releases the caller's handle; the memory goes now, or with the context's last stream. */
 NEMOTRON_API void nemotron_context_free(struct nemotron_context * ctx);
+
+/* Serves a device of this machine (chosen as a load chooses it: backend, gpu_device; n_threads 0:
+ * the usable cores) to other processes and machines through ggml's RPC protocol on endpoint
+ * "host:port", for them to load with NEMOTRON_BACKEND_RPC. It serves until the process ends, one
+ * client at a time; the protocol has no authentication, so listen on a trusted network only. Returns
+ * only on failure: NEMOTRON_ERR_BACKEND when this build has no RPC backend or cannot listen there. */
+NEMOTRON_API nemotron_status nemotron_rpc_serve(const char * endpoint, nemotron_backend backend, int gpu_device,
+                                                int n_threads);
 
 /* ---- model information -------------------------------------------------------------- */
 

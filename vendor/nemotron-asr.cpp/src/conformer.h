@@ -3,7 +3,6 @@
 // feed-forward halves and the causal convolution module, as in its cache-aware streaming step).
 #pragma once
 
-#include "encoder_cache.h"
 #include "model.h"
 
 #include "ggml.h"
@@ -19,12 +18,24 @@ struct linear_op {
     ggml_tensor * operator()(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const;
 };
 
+// Where a chunk's graph reads and writes the batch's caches of one layer (see cache_pool): the
+// pool's tensors and, shared by every layer, the rows of each stream's window and new frames.
+struct layer_caches {
+    ggml_tensor * k = nullptr, * v = nullptr; // the pool's keys and values [d_model, capacity * slots]
+    ggml_tensor * conv = nullptr;             // the pool's convolution inputs [d_model, conv_frames * slots]
+    ggml_tensor * window = nullptr;           // I32 [(left + n_q) * batch]: each stream's window and new frames, oldest first
+    ggml_tensor * fresh = nullptr;            // I64 [n_q * batch]: where each stream's new frames go
+    ggml_tensor * conv_rows = nullptr;        // I32 [conv_frames * batch]: each stream's convolution inputs
+    ggml_tensor * conv_rows_out = nullptr;    // I64, the same rows, to write them back
+    int left = 0, conv_frames = 0;
+};
+
 // One layer over x ([d_model, n_q * batch], each stream's frames together) with relative positions
 // `pos` ([d_model, n_kv + n_q - 1], this layer's projection of them) and the attention mask
-// ([n_kv, n_q, 1, batch]); the caches' new frames are written into them by nodes added to `gf`.
+// ([n_kv, n_q, 1, batch]); the caches' new frames are written by nodes added to `gf`.
 ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, const conformer_layer_weights & L,
                               const linear_op & linear, ggml_tensor * x, ggml_tensor * pos, ggml_tensor * mask,
-                              const std::vector<layer_caches> & caches);
+                              const layer_caches & caches);
 
 // NeMo's RelPositionalEncoding for a chunk of n_q queries against n_kv keys: positions n_kv - 1
 // down to 1 - n_q, [n_pos][d_model], in float32 as torch computes them.

@@ -12,6 +12,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <set>
+#include <shared_mutex>
+#include <string>
 
 namespace nemotron {
 
@@ -41,6 +44,22 @@ encoder::~encoder() {
 }
 
 void encoder::allocate(ggml_context * ctx, ggml_cgraph * gf) {
+    // A device that lacks an operation (or a weight type for it) is named here, at the first chunk,
+    // rather than failing inside the backend.
+    std::set<std::string> missing;
+    for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
+        const ggml_tensor * node = ggml_graph_node(gf, i);
+        if (!ggml_backend_supports_op(backend_, node)) {
+            missing.insert(std::string(ggml_op_desc(node)) + (node->src[0] ? std::string(" of ") + ggml_type_name(node->src[0]->type) : ""));
+        }
+    }
+    if (!missing.empty()) {
+        std::string list;
+        for (const std::string & op : missing) list += (list.empty() ? "" : ", ") + op;
+        ggml_free(ctx);
+        if (ctx == graph_.ctx) graph_ = chunk_graph();
+        fail(NEMOTRON_ERR_BACKEND, "the %s device cannot compute what the encoder needs: %s", ggml_backend_name(backend_), list.c_str());
+    }
     if (!ggml_gallocr_alloc_graph(alloc_, gf)) {
         ggml_free(ctx);
         if (ctx == graph_.ctx) graph_ = chunk_graph();
@@ -89,18 +108,16 @@ const encoder::projected_positions & encoder::project_positions(int n_kv, int n_
     return projected_.emplace(n_q, std::move(out)).first->second;
 }
 
-void encoder::build_chunk_graph(const std::vector<encoder_job> & jobs, int n_frames, int drop, int n_q) {
+void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_frames, int drop, int n_q) {
     const nemotron_hparams & hp = m_.hparams;
-    const int n_batch = int(jobs.size());
-    const int n_kv = jobs[0].cache->left + n_q;
+    const int n_kv = pool.left + n_q;
     const projected_positions & projected = project_positions(n_kv, n_q);
     if (graph_.ctx) ggml_free(graph_.ctx);
     graph_ = chunk_graph();
 
-    // Measured: 45 operations for the inputs and the subsampling, and per layer 45 for the whole
-    // batch (norms, products, activations, residuals, the convolution module) and 36 per stream
-    // (its attention against its own caches, the cache writes); the budget leaves room above that.
-    const size_t n_nodes = size_t(64 + (96 + 40 * n_batch) * hp.n_layers);
+    // Measured: 46 operations for the inputs and the subsampling and 82 per layer, whatever the batch
+    // size; the budget leaves room above that.
+    const size_t n_nodes = size_t(64 + 96 * hp.n_layers);
     const size_t meta = ggml_tensor_overhead() * n_nodes + ggml_graph_overhead_custom(n_nodes, false);
     if (meta_.size() < meta) meta_.resize(meta);
     ggml_init_params ip = {meta_.size(), meta_.data(), true};
@@ -111,6 +128,14 @@ void encoder::build_chunk_graph(const std::vector<encoder_job> & jobs, int n_fra
     ggml_set_input(mel_in);
     ggml_tensor * mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, n_q, 1, n_batch);
     ggml_set_input(mask);
+    layer_caches caches;
+    caches.left = pool.left;
+    caches.conv_frames = pool.conv_frames;
+    caches.window = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(n_kv) * n_batch);
+    caches.fresh = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, int64_t(n_q) * n_batch);
+    caches.conv_rows = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(pool.conv_frames) * n_batch);
+    caches.conv_rows_out = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, int64_t(pool.conv_frames) * n_batch);
+    for (ggml_tensor * t : {caches.window, caches.fresh, caches.conv_rows, caches.conv_rows_out}) ggml_set_input(t);
 
     const linear_op linear{q8_0_now_};
     ggml_tensor * x = subsampling::build(ctx, m_.subsampling, linear, mel_in, drop);
@@ -119,63 +144,58 @@ void encoder::build_chunk_graph(const std::vector<encoder_job> & jobs, int n_fra
         x = ggml_scale(ctx, x, std::sqrt(float(hp.d_model)));
     }
     for (int il = 0; il < hp.n_layers; ++il) {
-        std::vector<layer_caches> caches;
-        for (const encoder_job & job : jobs) caches.push_back(job.cache->layer(il));
+        caches.k = pool.k[size_t(il)];
+        caches.v = pool.v[size_t(il)];
+        caches.conv = pool.conv[size_t(il)];
         x = conformer_layer(ctx, gf, m_.layers[size_t(il)], linear, x, projected.layers[size_t(il)], mask, caches);
     }
     ggml_set_output(x);
     ggml_build_forward_expand(gf, x);
-
-    // Where the graph touches a stream's caches: views into them and nodes reading them.
-    std::map<const ggml_tensor *, chunk_graph::cache_ref> caches;
-    for (int b = 0; b < n_batch; ++b) {
-        const encoder_cache & cache = *jobs[size_t(b)].cache;
-        for (int il = 0; il < hp.n_layers; ++il) {
-            caches[cache.k[size_t(il)]] = {b, il, chunk_graph::key};
-            caches[cache.v[size_t(il)]] = {b, il, chunk_graph::value};
-            caches[cache.conv[size_t(il)]] = {b, il, chunk_graph::conv};
-        }
-    }
-    for (int i = 0; i < ggml_graph_n_nodes(gf); ++i) {
-        ggml_tensor * node = ggml_graph_node(gf, i);
-        auto viewed = node->view_src ? caches.find(node->view_src) : caches.end();
-        if (viewed != caches.end()) {
-            const chunk_graph::cache_ref & ref = viewed->second;
-            const size_t base = ref.kind == chunk_graph::conv ? 0 : size_t(jobs[size_t(ref.slot)].cache->end) * node->view_src->nb[1];
-            graph_.views.push_back({node, ref, node->view_offs - base});
-        }
-        for (int j = 0; j < GGML_MAX_SRC; ++j) {
-            auto read = node->src[j] ? caches.find(node->src[j]) : caches.end();
-            if (read != caches.end()) graph_.srcs.push_back({node, j, read->second});
-        }
-    }
 
     graph_.ctx = ctx;
     graph_.gf = gf;
     graph_.mel = mel_in;
     graph_.mask = mask;
     graph_.out = x;
+    graph_.window = caches.window;
+    graph_.fresh = caches.fresh;
+    graph_.conv_rows = caches.conv_rows;
+    graph_.conv_rows_out = caches.conv_rows_out;
     allocate(ctx, gf);
+    log(NEMOTRON_LOG_DEBUG, "chunk graph of %d stream%s, %d mel frames: %d operations", n_batch, n_batch == 1 ? "" : "s",
+        n_frames, ggml_graph_n_nodes(gf));
     graph_.n_frames = n_frames;
     graph_.drop = drop;
     graph_.n_batch = n_batch;
+    graph_.pool_generation = pool.generation;
 }
 
-void encoder::bind_caches(const std::vector<encoder_job> & jobs) {
-    auto tensor_of = [&](const chunk_graph::cache_ref & ref) {
-        const encoder_cache & cache = *jobs[size_t(ref.slot)].cache;
-        const std::vector<ggml_tensor *> & kind = ref.kind == chunk_graph::key ? cache.k : ref.kind == chunk_graph::value ? cache.v : cache.conv;
-        return kind[size_t(ref.layer)];
+void encoder::set_cache_rows(const std::vector<encoder_job> & jobs, int n_q) {
+    const cache_pool & pool = jobs[0].cache->pool;
+    const int64_t cap = pool.capacity;
+    auto ring_row = [&](const encoder_cache & c, int64_t frame) {
+        return int64_t(c.slot) * cap + ((frame % cap) + cap) % cap; // frames before the first are masked rows
     };
-    for (const chunk_graph::view_ref & view : graph_.views) {
-        ggml_tensor * cache = tensor_of(view.cache);
-        const size_t base = view.cache.kind == chunk_graph::conv ? 0 : size_t(jobs[size_t(view.cache.slot)].cache->end) * cache->nb[1];
-        view.t->view_src = cache;
-        view.t->view_offs = base + view.offset;
-        view.t->buffer = nullptr;
-        if (ggml_backend_view_init(view.t) != GGML_STATUS_SUCCESS) fail(NEMOTRON_ERR_BACKEND, "cannot bind a stream's caches");
+    rows_.clear();
+    for (const encoder_job & job : jobs) {
+        for (int64_t t = job.cache->end - pool.left; t < job.cache->end + n_q; ++t) rows_.push_back(int32_t(ring_row(*job.cache, t)));
     }
-    for (const chunk_graph::src_ref & src : graph_.srcs) src.node->src[src.src] = tensor_of(src.cache);
+    ggml_backend_tensor_set(graph_.window, rows_.data(), 0, rows_.size() * sizeof(int32_t));
+    rows_out_.clear();
+    for (const encoder_job & job : jobs) {
+        for (int64_t t = job.cache->end; t < job.cache->end + n_q; ++t) rows_out_.push_back(ring_row(*job.cache, t));
+    }
+    ggml_backend_tensor_set(graph_.fresh, rows_out_.data(), 0, rows_out_.size() * sizeof(int64_t));
+    rows_.clear();
+    rows_out_.clear();
+    for (const encoder_job & job : jobs) {
+        for (int i = 0; i < pool.conv_frames; ++i) {
+            rows_.push_back(job.cache->slot * pool.conv_frames + i);
+            rows_out_.push_back(rows_.back());
+        }
+    }
+    ggml_backend_tensor_set(graph_.conv_rows, rows_.data(), 0, rows_.size() * sizeof(int32_t));
+    ggml_backend_tensor_set(graph_.conv_rows_out, rows_out_.data(), 0, rows_out_.size() * sizeof(int64_t));
 }
 
 int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop) {
@@ -183,9 +203,12 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
     const int n_q = subsampling::output_length(hp.subsampling_factor, n_frames) - drop;
     if (n_q <= 0 || jobs.empty()) return 0;
     const int n_batch = int(jobs.size());
-    const int left = jobs[0].cache->left;
+    const cache_pool & pool = jobs[0].cache->pool;
+    const int left = pool.left;
     const int n_kv = left + n_q;
-    for (const encoder_job & job : jobs) job.cache->make_room(n_q);
+    if (left + n_q > pool.capacity) fail(NEMOTRON_ERR_INVALID_ARG, "a chunk of %d frames exceeds the cache", n_q);
+    // The pool's tensors stay in place while this chunk reads and writes them.
+    std::shared_lock<std::shared_mutex> pool_lock(pool.lock());
 
     // Chosen before any graph of this chunk runs (a new geometry's positions are projected first).
     const int n_threads = threads_.threads();
@@ -201,12 +224,12 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
     // one-column kernel is the faster; choosing by the stream's frames, not the batch size,
     // keeps a batched stream's results those of the stream alone.
     q8_0_now_ = q8_0_kernel_ && n_q >= 2;
-    if (graph_.n_frames == n_frames && graph_.drop == drop && graph_.n_batch == n_batch) {
-        bind_caches(jobs);
-    } else {
-        build_chunk_graph(jobs, n_frames, drop, n_q);
+    if (graph_.n_frames != n_frames || graph_.drop != drop || graph_.n_batch != n_batch ||
+        graph_.pool_generation != pool.generation) {
+        build_chunk_graph(pool, n_batch, n_frames, drop, n_q);
     }
     ggml_tensor * mel_in = graph_.mel, * mask = graph_.mask, * x = graph_.out;
+    set_cache_rows(jobs, n_q);
 
     const size_t mel_bytes = size_t(n_frames) * size_t(hp.n_mels) * sizeof(float);
     std::vector<float> & host = mask_;

@@ -7,10 +7,10 @@
 // thing; running every utterance chunk by chunk keeps memory bounded by the chunk.
 //
 // Chunks of several streams with the same geometry run as one batch: the matrix products read
-// each weight once for all of them and work on many columns at a time. The attention runs per
-// stream against that stream's own caches, read in place; the small convolution caches are
-// gathered into the batch and scattered back. Every column is computed exactly as it would be
-// alone.
+// each weight once for all of them and work on many columns at a time, and the attention runs as
+// batched products over every stream's window, gathered from the cache pool (see encoder_cache.h).
+// The graph has the same operations for one stream or a thousand, and every column is computed
+// exactly as it would be alone.
 #pragma once
 
 #include "cpu_budget.h"
@@ -20,6 +20,7 @@
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 
+#include <cstdint>
 #include <map>
 #include <vector>
 
@@ -57,37 +58,22 @@ private:
         std::vector<ggml_tensor *> layers; // [d_model, n_kv + n_q - 1] per layer
     };
 
-    // The last chunk graph, kept while chunks keep their geometry and batch size (every chunk
-    // of a stream after its first): running it again only points the views of the caches at
-    // the current jobs' caches and windows, instead of building and planning the graph anew.
+    // The last chunk graph, kept while chunks keep their geometry and batch size and the cache pool
+    // its tensors (every chunk of a stream after its first): running it again only sets its inputs,
+    // among them the rows of the jobs' caches, instead of building and planning the graph anew.
     struct chunk_graph {
         int n_frames = -1, drop = -1, n_batch = -1;
+        uint64_t pool_generation = 0;
         ggml_context * ctx = nullptr;
         ggml_cgraph * gf = nullptr;
         ggml_tensor * mel = nullptr, * mask = nullptr, * out = nullptr;
-        enum cache_kind { key, value, conv };
-        struct cache_ref {
-            int slot, layer;
-            cache_kind kind;
-        };
-        struct view_ref {
-            ggml_tensor * t;
-            cache_ref cache;
-            size_t offset; // from the window's end (keys, values) or the tensor's start (conv)
-        };
-        struct src_ref {
-            ggml_tensor * node;
-            int src;
-            cache_ref cache;
-        };
-        std::vector<view_ref> views;
-        std::vector<src_ref> srcs;
+        ggml_tensor * window = nullptr, * fresh = nullptr, * conv_rows = nullptr, * conv_rows_out = nullptr;
     };
 
     const projected_positions & project_positions(int n_kv, int n_q);
     void allocate(ggml_context * ctx, ggml_cgraph * gf);
-    void build_chunk_graph(const std::vector<encoder_job> & jobs, int n_frames, int drop, int n_q);
-    void bind_caches(const std::vector<encoder_job> & jobs);
+    void build_chunk_graph(const cache_pool & pool, int n_batch, int n_frames, int drop, int n_q);
+    void set_cache_rows(const std::vector<encoder_job> & jobs, int n_q);
 
     const model & m_;
     ggml_backend_t backend_; // owned
@@ -100,6 +86,8 @@ private:
     std::vector<uint8_t> meta_; // memory for the chunk graph's descriptions
     chunk_graph graph_;
     std::vector<float> mask_;   // the attention mask's values, kept so chunks do not allocate
+    std::vector<int32_t> rows_; // ... and the caches' rows
+    std::vector<int64_t> rows_out_;
     std::map<int, projected_positions> projected_; // by n_q
 };
 

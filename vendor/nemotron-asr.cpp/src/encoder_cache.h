@@ -1,49 +1,76 @@
-// A stream's encoder caches (llama.cpp's KV cache, for this model): each conformer layer's last
-// `att_left_context` projected keys and values, and the last kernel - 1 inputs of its causal
-// depthwise convolution, on the device the stream computes on.
+// The streams' encoder caches (llama.cpp's KV cache, for this model): for each conformer layer, a
+// stream's last `att_left_context` projected keys and values and the last kernel - 1 inputs of its
+// causal depthwise convolution, on the device the model computes on.
+//
+// Every stream of a model keeps its caches in one slot of a shared pool: per layer one key, one value
+// and one convolution tensor holding all slots as rows. A chunk graph then gathers the windows of any
+// set of streams with one get_rows per tensor and writes their new frames back with one set_rows, so
+// a batch of streams costs the same number of graph operations as one stream, however many there are.
+// Keys and values are a ring of `capacity` frames per slot, so a window never moves.
 #pragma once
 
 #include "model.h"
 
 #include "ggml-backend.h"
 
+#include <cstdint>
+#include <mutex>
+#include <shared_mutex>
 #include <vector>
 
 namespace nemotron {
 
-// One stream's caches of one layer, as a chunk reads and writes them: keys and values are a
-// sliding window of `left` frames ending at `end`; the chunk's own go right after it.
-struct layer_caches {
-    ggml_tensor * k = nullptr, * v = nullptr; // [d_model, capacity]
-    ggml_tensor * conv = nullptr;             // [d_model, kernel - 1]: the depthwise convolution's last inputs
-    int left = 0, end = 0;
+class cache_pool {
+public:
+    cache_pool(const model & m, ggml_backend_dev_t device);
+    ~cache_pool();
+    cache_pool(const cache_pool &) = delete;
+    cache_pool & operator=(const cache_pool &) = delete;
+
+    // A zeroed slot, the pool grown (its tensors replaced, `generation` advanced) when all are taken.
+    int acquire();
+    void release(int slot);
+    // Zero caches are NeMo's initial state: zero convolution inputs are the causal padding, and the
+    // attention masks cached frames that are not valid yet.
+    void clear(int slot);
+
+    // Held shared while a graph reads or writes the tensors, exclusively while they are replaced.
+    std::shared_mutex & lock() const { return lock_; }
+
+    // Per layer: keys and values [d_model, capacity * slots], convolution inputs [d_model, conv_frames * slots].
+    std::vector<ggml_tensor *> k, v, conv;
+    const int left;        // frames in the attention window
+    const int capacity;    // frames of keys and values per slot: the window and a chunk as long as it
+    const int conv_frames; // kernel - 1
+    uint64_t generation = 0; // advances whenever the tensors are replaced
+
+private:
+    void grow();
+
+    const model & m_;
+    ggml_backend_dev_t device_;
+    int n_slots_ = 0;
+    std::vector<int> free_;
+    ggml_context * ctx_ = nullptr;
+    ggml_backend_buffer_t buf_ = nullptr;
+    const std::vector<uint8_t> zeros_; // a slot's largest region's worth, to clear slots with
+    mutable std::shared_mutex lock_;
 };
 
+// One stream's place in the pool and the position of its window.
 class encoder_cache {
 public:
-    encoder_cache(const model & m, ggml_backend_dev_t device);
-    ~encoder_cache();
+    explicit encoder_cache(cache_pool & pool) : pool(pool), slot(pool.acquire()) {}
+    ~encoder_cache() { pool.release(slot); }
     encoder_cache(const encoder_cache &) = delete;
     encoder_cache & operator=(const encoder_cache &) = delete;
 
     void reset();
-    // Makes room for n new frames after the window, moving the window to the front if needed.
-    void make_room(int n);
-    // Layer il as a chunk's graph reads and writes it.
-    layer_caches layer(int il) const { return {k[size_t(il)], v[size_t(il)], conv[size_t(il)], left, end}; }
 
-    // Keys and values are a sliding window over a longer buffer: a chunk writes its frames
-    // after the window and reads the window and them in place, and the window moves to the
-    // front only when the buffer is full, instead of every cache being copied every chunk.
-    std::vector<ggml_tensor *> k, v; // [d_model, left + slack] per layer: projected keys and values
-    std::vector<ggml_tensor *> conv; // [d_model, kernel - 1] per layer: depthwise conv inputs
-    int left = 0;                    // frames in the window
-    int end = 0;                     // the window is frames [end - left, end) of k and v
-    int n_valid = 0;                 // how many of the window's frames hold real frames
-
-private:
-    ggml_context * ctx_ = nullptr;
-    ggml_backend_buffer_t buf_ = nullptr;
+    cache_pool & pool;
+    const int slot;
+    int64_t end = 0;     // frames written so far: the window is frames [end - left, end), frame t at ring position t mod capacity
+    int n_valid = 0;     // how many of the window's frames hold real frames
 };
 
 } // namespace nemotron

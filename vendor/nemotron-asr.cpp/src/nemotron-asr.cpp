@@ -34,6 +34,9 @@ struct nemotron_context {
     std::once_flag                         rnnt_once;
     std::unique_ptr<nemotron::rnnt_weights> rnnt;
 
+    // Every stream's encoder caches, in slots of one pool so that a batch of streams reads them together.
+    std::unique_ptr<nemotron::cache_pool> caches;
+
     // Runs the chunks of several streams together (nemotron_context_run_streams), made when first needed;
     // one call at a time uses it.
     std::mutex                         batch_mutex;
@@ -160,6 +163,15 @@ struct nemotron_context_params nemotron_context_default_params(void) {
     return p;
 }
 
+nemotron_status nemotron_rpc_serve(const char * endpoint, nemotron_backend backend, int gpu_device, int n_threads) {
+    return guarded([&] {
+        if (backend == NEMOTRON_BACKEND_RPC) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "an RPC server serves a device of its own machine");
+        if (n_threads < 0) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "n_threads must be 0 (all physical cores) or positive, not %d", n_threads);
+        nemotron::serve_rpc(endpoint, nemotron::select_device(backend, gpu_device, nullptr),
+                            n_threads > 0 ? n_threads : nemotron::usable_core_count());
+    });
+}
+
 nemotron_status nemotron_context_init_from_file(const char * path, const struct nemotron_context_params * params,
                                         struct nemotron_context ** out) {
     if (out != nullptr) *out = nullptr;
@@ -179,8 +191,9 @@ nemotron_status nemotron_context_init_from_file(const char * path, const struct 
             nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "n_threads must be 0 (all physical cores) or positive, not %d", p.n_threads);
         }
         std::unique_ptr<nemotron_context> ctx(new nemotron_context());
-        ctx->device = nemotron::select_device(p.backend, p.gpu_device);
+        ctx->device = nemotron::select_device(p.backend, p.gpu_device, p.rpc_endpoint);
         nemotron::load_model(path, ctx->device, p.use_mmap, ctx->model);
+        ctx->caches.reset(new nemotron::cache_pool(ctx->model, ctx->device));
         ctx->n_threads = p.n_threads > 0 ? p.n_threads : nemotron::usable_core_count();
         ggml_backend_free(nemotron::start_backend(ctx->device, ctx->n_threads)); // fail at load, not at the first stream
         const nemotron_hparams & hp = ctx->model.hparams;
@@ -398,7 +411,7 @@ nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct
         }
         std::call_once(ctx->rnnt_once, [ctx] { ctx->rnnt.reset(new nemotron::rnnt_weights(ctx->model)); });
         std::unique_ptr<nemotron_stream> s(new nemotron_stream());
-        s->impl.reset(new nemotron::stream(ctx->model, ctx->device, ctx->n_threads, *ctx->rnnt, right, mode,
+        s->impl.reset(new nemotron::stream(ctx->model, ctx->device, ctx->n_threads, *ctx->caches, *ctx->rnnt, right, mode,
                                            p.keep_encoder_output, p.keep_trace));
         s->impl->set_endpoint_reset(p.endpoint_reset_silence_frames, p.endpoint_reset_min_utterance_frames);
         s->ctx = ctx;

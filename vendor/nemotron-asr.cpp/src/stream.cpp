@@ -7,7 +7,7 @@
 
 namespace nemotron {
 
-stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, const rnnt_weights & weights,
+stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, cache_pool & pool, const rnnt_weights & weights,
                int att_right_context, chunking mode, bool keep_encoder_output, bool keep_trace)
     : m_(m),
       right_(att_right_context),
@@ -18,8 +18,9 @@ stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, const 
       keep_encoder_output_(keep_encoder_output),
       keep_trace_(keep_trace),
       frontend_(m),
-      encoder_(m, device, n_threads),
-      cache_(m, device),
+      device_(device),
+      n_threads_(n_threads),
+      cache_(pool),
       decoder_(weights) {}
 
 stream::~stream() = default;
@@ -151,7 +152,9 @@ void stream::run_streams(const std::vector<stream *> & streams, encoder * batch)
                 jobs.push_back({p.s->input_.data(), &p.s->cache_, &p.s->out_});
             }
             if (group.size() > 1 && batch == nullptr) fail(NEMOTRON_ERR_INTERNAL, "several streams need a batch encoder");
-            encoder & runner = group.size() == 1 ? group[0].s->encoder_ : *batch;
+            stream & first = *group[0].s;
+            if (group.size() == 1 && first.encoder_ == nullptr) first.encoder_.reset(new encoder(first.m_, first.device_, first.n_threads_));
+            encoder & runner = group.size() == 1 ? *first.encoder_ : *batch;
             const int n = runner.run_chunks(jobs, n_frames, drop);
             for (const pending & p : group) p.s->accept_chunk(p.plan, p.s->out_.data(), n);
             ready.swap(rest);

@@ -34,8 +34,9 @@ struct chunk_plan {
 
 class stream {
 public:
-    stream(const model & m, ggml_backend_dev_t device, int n_threads, const rnnt_weights & weights, int att_right_context,
-           chunking mode, bool keep_encoder_output, bool keep_trace);
+    // The stream's caches take a slot of `pool`, which must outlive it.
+    stream(const model & m, ggml_backend_dev_t device, int n_threads, cache_pool & pool, const rnnt_weights & weights,
+           int att_right_context, chunking mode, bool keep_encoder_output, bool keep_trace);
     ~stream();
     stream(const stream &) = delete;
     stream & operator=(const stream &) = delete;
@@ -58,8 +59,8 @@ public:
     const model & owner() const { return m_; }
 
     // Runs every chunk that is ready in these streams (of one model): a stream's chunk alone on its
-    // own encoder, the chunks of equal geometry of several streams together on `batch` (which
-    // only one thread may use at a time).
+    // own encoder (made when first needed), the chunks of equal geometry of several streams together
+    // on `batch` (which only one thread may use at a time).
     static void run_streams(const std::vector<stream *> & streams, encoder * batch);
 
     token_sequence tokens;
@@ -78,7 +79,11 @@ private:
     chunking mode_;
     bool keep_encoder_output_, keep_trace_;
     mel_frontend frontend_;
-    encoder encoder_; // on a backend of its own, so that streams may run on different threads
+    ggml_backend_dev_t device_;
+    int n_threads_;
+    // On a backend of its own, so that streams may run on different threads; streams that only ever
+    // run in batches never make one.
+    std::unique_ptr<encoder> encoder_;
     encoder_cache cache_;
     greedy_decoder decoder_;
 
