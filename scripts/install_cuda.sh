@@ -4,7 +4,7 @@
 # toolkit's compiler, nvcc 13, is needed. ARCH is the GPU's compute capability for
 # CMAKE_CUDA_ARCHITECTURES (default 90: H100, H200; "native" on the machine with the GPU). ggml-python
 # is built once, with CUDA, and the package is built against it (no isolated build, which would build
-# ggml a second time): about an hour on 2 cores for one architecture, minutes on 16.
+# ggml a second time): 35 minutes on 2 cores for one architecture (58 CPU-minutes), minutes on 16.
 #
 #   scripts/install_cuda.sh .venv-cuda            # then: .venv-cuda/bin/nemotron-cpp info
 set -euo pipefail

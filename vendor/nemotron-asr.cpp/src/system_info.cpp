@@ -79,8 +79,8 @@ ggml_backend_dev_t select_device(int backend_kind, int gpu_index, const char * r
             break;
         case NEMOTRON_BACKEND_GPU:
             if (gpu_index >= 0 && size_t(gpu_index) < gpus.size()) return gpus[size_t(gpu_index)];
-            fail(NEMOTRON_ERR_BACKEND, "there is no GPU %d: this build found %zu GPU device(s) (devices: %s)", gpu_index,
-                 gpus.size(), device_list().c_str());
+            fail(NEMOTRON_ERR_BACKEND, "there is no GPU %d: this build found %zu GPU device(s) (backends built: %s; devices: %s)",
+                 gpu_index, gpus.size(), backend_list().c_str(), device_list().c_str());
         default:
             fail(NEMOTRON_ERR_INVALID_ARG, "unknown backend kind %d", backend_kind);
     }
