@@ -447,7 +447,8 @@ def main() -> None:
                         break
                     best, n = n, 2 * n
                 capacity.append(f"{weights}, {n_threads} threads: {best} concurrent {args.capacity} ms streams in real "
-                                f"time with p95 chunk time under {args.capacity} ms")
+                                f"time with p95 chunk time under {args.capacity} ms (model.step batches; the table's "
+                                f"capacity rows)")
             if args.offline:
                 params = {"model": str(path), "audio": str(wav), "latency": max(latencies), "threads": n_threads,
                           "repeat": args.offline, "mmap": not args.no_mmap, "backend": args.backend}
