@@ -3,6 +3,7 @@ graph) and matrices repacked into the CPU backend's interleaved layouts."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import List, Tuple
 
@@ -125,6 +126,35 @@ def test_streams_made_and_closed_midway(fixtures_dir: Path) -> None:
         assert s.tokens.tolist() == tokens, CLIPS[k]
         np.testing.assert_array_equal(s.encoder_output, enc, err_msg=CLIPS[k])
         s.close()
+
+
+def test_streams_made_while_another_computes(fixtures_dir: Path) -> None:
+    """The pool's tensors are replaced when it grows: a stream computing on another thread meanwhile
+    (holding the pool shared) keeps its results, and so do the slots cleared for new streams."""
+    model = NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf", n_threads=1)
+    audio = clips()[0]
+    tokens, enc, _ = alone(model, audio, 160, "stream")
+    result: dict = {}
+
+    def feed() -> None:
+        with model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24)) as s:
+            for i in range(0, len(audio), PIECE // 8):
+                s.feed(audio[i:i + PIECE // 8])
+            s.finalize()
+            result["tokens"], result["enc"] = s.tokens.tolist(), s.encoder_output
+
+    worker = threading.Thread(target=feed)
+    worker.start()
+    made: list = []
+    while worker.is_alive():
+        made += [model.stream(160) for _ in range(4)]  # the pool doubles up to 64 slots, then slots are reused
+        if len(made) >= 60:
+            for extra in made:
+                extra.close()
+            made = []
+    worker.join()
+    assert result["tokens"] == tokens
+    np.testing.assert_array_equal(result["enc"], enc)
 
 
 def test_step_errors(fixtures_dir: Path) -> None:
