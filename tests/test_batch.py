@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import pytest
@@ -88,10 +88,7 @@ def test_kept_graph_follows_the_streams(fixtures_dir: Path) -> None:
             offsets[k] += PIECE
         model.step([streams[k] for k in pair])
     model.step(streams, final=True)
-    for k, (s, (tokens, enc)) in enumerate(zip(streams, expected)):
-        assert s.tokens.tolist() == tokens, CLIPS[k]
-        np.testing.assert_array_equal(s.encoder_output, enc, err_msg=CLIPS[k])
-        s.close()
+    each_as_alone(streams, expected)
 
 
 def test_streams_made_and_closed_midway(fixtures_dir: Path) -> None:
@@ -109,23 +106,22 @@ def test_streams_made_and_closed_midway(fixtures_dir: Path) -> None:
             streams[k].push(audio[k][i:i + PIECE])
         model.step([streams[k]])
 
-    first = model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24))
-    streams = [first]
+    def new_stream() -> Any:
+        return model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24))
+
+    streams = [new_stream()]
     run(streams, 0, 0, half)
     # Two more streams: the pool grows from one slot to two, then to four, under the first's feet.
-    streams += [model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24)) for _ in range(2)]
+    streams += [new_stream() for _ in range(2)]
     run(streams, 1, 0, half)
     streams[1].close()  # its slot, dirty, goes to the next stream
-    streams[1] = model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24))
+    streams[1] = new_stream()
     for k in range(3):
         start = half if k == 0 else 0
         for i in range(start, len(audio[k]), PIECE):
             streams[k].push(audio[k][i:i + PIECE])
     model.step(streams, final=True)
-    for k, (s, (tokens, enc)) in enumerate(zip(streams, expected)):
-        assert s.tokens.tolist() == tokens, CLIPS[k]
-        np.testing.assert_array_equal(s.encoder_output, enc, err_msg=CLIPS[k])
-        s.close()
+    each_as_alone(streams, expected)
 
 
 def test_streams_made_while_another_computes(fixtures_dir: Path) -> None:
@@ -155,6 +151,14 @@ def test_streams_made_while_another_computes(fixtures_dir: Path) -> None:
     worker.join()
     assert result["tokens"] == tokens
     np.testing.assert_array_equal(result["enc"], enc)
+
+
+def each_as_alone(streams: list, expected: list) -> None:
+    """Each stream's tokens and encoder output are exactly `expected`'s (its results alone); closes them."""
+    for k, (s, (tokens, enc)) in enumerate(zip(streams, expected)):
+        assert s.tokens.tolist() == tokens, CLIPS[k]
+        np.testing.assert_array_equal(s.encoder_output, enc, err_msg=CLIPS[k])
+        s.close()
 
 
 def test_step_errors(fixtures_dir: Path) -> None:

@@ -173,29 +173,25 @@ void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_fram
 void encoder::set_cache_rows(const std::vector<encoder_job> & jobs, int n_q) {
     const cache_pool & pool = jobs[0].cache->pool;
     const int64_t cap = pool.capacity;
-    auto ring_row = [&](const encoder_cache & c, int64_t frame) {
-        return int64_t(c.slot) * cap + ((frame % cap) + cap) % cap; // frames before the first are masked rows
-    };
-    rows_.clear();
+    // Frame t of a stream is row t mod capacity of its slot; frames before its first are masked rows.
+    auto ring_row = [&](const encoder_cache & c, int64_t t) { return int64_t(c.slot) * cap + ((t % cap) + cap) % cap; };
+    rows_.clear();     // I32, for get_rows: the window and the new frames; then the convolution inputs
+    rows_out_.clear(); // I64, for set_rows: the new frames; then the convolution inputs
     for (const encoder_job & job : jobs) {
         for (int64_t t = job.cache->end - pool.left; t < job.cache->end + n_q; ++t) rows_.push_back(int32_t(ring_row(*job.cache, t)));
-    }
-    ggml_backend_tensor_set(graph_.window, rows_.data(), 0, rows_.size() * sizeof(int32_t));
-    rows_out_.clear();
-    for (const encoder_job & job : jobs) {
         for (int64_t t = job.cache->end; t < job.cache->end + n_q; ++t) rows_out_.push_back(ring_row(*job.cache, t));
     }
-    ggml_backend_tensor_set(graph_.fresh, rows_out_.data(), 0, rows_out_.size() * sizeof(int64_t));
-    rows_.clear();
-    rows_out_.clear();
+    const size_t n_window = rows_.size(), n_fresh = rows_out_.size();
     for (const encoder_job & job : jobs) {
         for (int i = 0; i < pool.conv_frames; ++i) {
-            rows_.push_back(job.cache->slot * pool.conv_frames + i);
-            rows_out_.push_back(rows_.back());
+            rows_out_.push_back(int64_t(job.cache->slot) * pool.conv_frames + i);
+            rows_.push_back(int32_t(rows_out_.back()));
         }
     }
-    ggml_backend_tensor_set(graph_.conv_rows, rows_.data(), 0, rows_.size() * sizeof(int32_t));
-    ggml_backend_tensor_set(graph_.conv_rows_out, rows_out_.data(), 0, rows_out_.size() * sizeof(int64_t));
+    ggml_backend_tensor_set(graph_.window, rows_.data(), 0, n_window * sizeof(int32_t));
+    ggml_backend_tensor_set(graph_.fresh, rows_out_.data(), 0, n_fresh * sizeof(int64_t));
+    ggml_backend_tensor_set(graph_.conv_rows, rows_.data() + n_window, 0, (rows_.size() - n_window) * sizeof(int32_t));
+    ggml_backend_tensor_set(graph_.conv_rows_out, rows_out_.data() + n_fresh, 0, (rows_out_.size() - n_fresh) * sizeof(int64_t));
 }
 
 int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop) {

@@ -42,11 +42,15 @@ static F * rpc_function(const char * name) {
     return reinterpret_cast<F *>(f);
 }
 
-static ggml_backend_dev_t rpc_device(const char * endpoint, int index) {
+static void check_endpoint(const char * endpoint, const char * what) {
     if (endpoint == nullptr || std::strchr(endpoint, ':') == nullptr) {
-        fail(NEMOTRON_ERR_INVALID_ARG, "an RPC device needs the server's endpoint as \"host:port\", not \"%s\"",
+        fail(NEMOTRON_ERR_INVALID_ARG, "%s needs an endpoint \"host:port\", not \"%s\"", what,
              endpoint != nullptr ? endpoint : "(null)");
     }
+}
+
+static ggml_backend_dev_t rpc_device(const char * endpoint, int index) {
+    check_endpoint(endpoint, "an RPC device");
     ggml_backend_reg_t server = rpc_function<decltype(ggml_backend_rpc_add_server)>("ggml_backend_rpc_add_server")(endpoint);
     if (server == nullptr) fail(NEMOTRON_ERR_BACKEND, "no ggml RPC server answers at %s", endpoint);
     const size_t n = ggml_backend_reg_dev_count(server);
@@ -88,10 +92,7 @@ ggml_backend_dev_t select_device(int backend_kind, int gpu_index, const char * r
 }
 
 void serve_rpc(const char * endpoint, ggml_backend_dev_t device, int n_threads) {
-    if (endpoint == nullptr || std::strchr(endpoint, ':') == nullptr) {
-        fail(NEMOTRON_ERR_INVALID_ARG, "the RPC server needs an endpoint \"host:port\" to listen on, not \"%s\"",
-             endpoint != nullptr ? endpoint : "(null)");
-    }
+    check_endpoint(endpoint, "the RPC server");
     auto start = rpc_function<decltype(ggml_backend_rpc_start_server)>("ggml_backend_rpc_start_server");
     start(endpoint, nullptr, size_t(n_threads), 1, &device); // returns only when it cannot serve
     fail(NEMOTRON_ERR_BACKEND, "the RPC server cannot listen on %s", endpoint);
