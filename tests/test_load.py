@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import doctest
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -231,6 +232,10 @@ def test_system_info() -> None:
     assert any(d.type == "cpu" for d in info.devices)
     assert info.cpu_features  # e.g. {"AVX2": "1", ...}
     assert "ggml 0.15.3" in str(info)
+    # Each device with its memory (the free part moves between reads; the total does not).
+    for d in info.devices:
+        assert re.search(rf"{re.escape(d.name)} \({re.escape(d.description)}, \d+\.\d of "
+                         rf"{d.memory_total / 2**30:.1f} GiB free\)", str(info)), str(info)
 
 
 def test_docstring_examples(fixtures_dir: Path) -> None:
