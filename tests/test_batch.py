@@ -153,6 +153,28 @@ def test_streams_made_while_another_computes(fixtures_dir: Path) -> None:
     np.testing.assert_array_equal(result["enc"], enc)
 
 
+def test_streams_ended_one_at_a_time(fixtures_dir: Path) -> None:
+    """A server ends each connection's audio when that connection ends (step's final as one bool per
+    stream): a stream ended while the others carry on gets its results alone, and so do the others."""
+    model = NemotronModel(fixtures_dir / "layout-a-tiny.f32.gguf", n_threads=1)
+    audio = clips()[:3]
+    streams = [model.stream(160, keep_encoder_output=True, endpointing=Endpointing(silence=0.24)) for _ in audio]
+    # Each stream is cut off at a different length: ends at different steps.
+    lengths = [len(audio[0]) // 3, len(audio[1]), len(audio[2]) // 2]
+    expected = [alone(model, a[:n], 160, "stream")[:2] for a, n in zip(audio, lengths)]
+    live = list(range(3))
+    for i in range(0, max(lengths), PIECE):
+        for k in live:
+            streams[k].push(audio[k][i:min(i + PIECE, lengths[k])])
+        ends = [i + PIECE >= lengths[k] for k in live]
+        model.step([streams[k] for k in live], final=ends)
+        live = [k for k, end in zip(live, ends) if not end]
+    assert live == []
+    each_as_alone(streams, expected)
+    with pytest.raises(ValueError, match="one bool per stream"):
+        model.step([model.stream(160)], final=[True, False])
+
+
 def each_as_alone(streams: list, expected: list) -> None:
     """Each stream's tokens and encoder output are exactly `expected`'s (its results alone); closes them."""
     for k, (s, (tokens, enc)) in enumerate(zip(streams, expected)):

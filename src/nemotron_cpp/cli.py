@@ -32,6 +32,8 @@ from .stream import PCM, StreamUpdate
 
 #: The model file used when --model is not given (without either: the demo model).
 MODEL_ENV = "NEMOTRON_MODEL"
+#: The key `serve` requires when --api-key is not given.
+API_KEY_ENV = "NEMOTRON_API_KEY"
 
 #: The exit status of a command whose reader went away (``| head``): what a shell reports for a
 #: process killed by SIGPIPE, as other Unix tools are.
@@ -86,6 +88,7 @@ _SECONDS_OR_ZERO = _checked(float, lambda s: 0 <= s < float("inf"), "a number of
 _BACKEND = _checked(_backend, lambda _: True, "auto, cpu, gpu, gpu:N or rpc://HOST:PORT")
 _SERVED_BACKEND = _checked(_backend, lambda text: not text.lower().startswith("rpc://"), "auto, cpu, gpu or gpu:N")
 _PORT = _checked(int, lambda n: 0 < n < 65536, "a port number from 1 to 65535")
+_PORT_OR_FREE = _checked(int, lambda n: 0 <= n < 65536, "a port number from 0 to 65535")
 
 
 def _format_bytes(n: int) -> str:
@@ -438,6 +441,29 @@ def _rpc_server(args: argparse.Namespace) -> int:
     return 1  # not reached: rpc_serve returns only by raising
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .server import Limits, ServerConfig, serve
+
+    limits = Limits(max_sessions=args.max_sessions, max_buffer_seconds=args.max_buffer,
+                    idle_timeout=args.idle_timeout, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
+    with _load(args) as model:
+        _check_latency(model, args.latency)
+        config = ServerConfig(host=args.host, port=args.port, grpc_port=None if args.no_grpc else args.grpc_port,
+                              api_key=api_key, limits=limits, stream_latency_ms=args.latency)
+        name = Path(model.path).name
+
+        def ready(port: int, grpc_port: Optional[int]) -> None:
+            where = f"http://{args.host}:{port}"
+            _note(args, f"serving {name} on {model.backend}: OpenAI API {where}/v1 (Realtime: "
+                        f"ws://{args.host}:{port}/v1/realtime?intent=transcription)"
+                        + (f", Riva gRPC {args.host}:{grpc_port}" if grpc_port else "")
+                        + ("; API key required" if api_key else "") + "; Ctrl-C stops")
+
+        serve(model, config, on_ready=ready)
+    return 0
+
+
 def _add_model_options(parser: argparse.ArgumentParser,
                        model_help: str = f"the GGUF model file or a known model name (see download; default: "
                                          f"${MODEL_ENV}, else the demo model)") -> None:
@@ -574,6 +600,36 @@ def _parser() -> argparse.ArgumentParser:
                      help="CPU threads, when serving the CPU (default: one per physical core)")
     _add_quiet_option(rpc)
     rpc.set_defaults(run=_rpc_server)
+
+    serve = sub.add_parser(
+        "serve", help="serve the model to voice agents: OpenAI HTTP and Realtime APIs, Riva gRPC",
+        description="Serve the model over OpenAI's transcription API (POST /v1/audio/transcriptions), OpenAI's "
+                    "Realtime API in transcription mode (WebSocket /v1/realtime?intent=transcription) and NVIDIA "
+                    "Riva's gRPC speech recognition, batching every session through the model. Needs the server "
+                    "extra: pip install \"nemotron-cpp[server]\". SIGINT/SIGTERM finish the work under way "
+                    "(up to 10 s) and stop.")
+    _add_model_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=_PORT_OR_FREE, default=8000,
+                       help="the HTTP/WebSocket port (default: 8000; 0: a free one)")
+    grpc = serve.add_mutually_exclusive_group()
+    grpc.add_argument("--grpc-port", type=_PORT_OR_FREE, default=50051,
+                      help="the Riva gRPC port (default: 50051; 0: a free one)")
+    grpc.add_argument("--no-grpc", action="store_true", help="serve no gRPC")
+    serve.add_argument("--api-key", metavar="KEY", default=None,
+                       help=f"require this key (Authorization: Bearer KEY; gRPC metadata authorization) "
+                            f"(default: ${API_KEY_ENV}, else none)")
+    _add_latency_option(serve, 160, "the Realtime and Riva streams' default chunk latency: 80, 160, 560 or 1120 ms "
+                                    "(default: 160; each session may choose)")
+    serve.add_argument("--max-sessions", type=_THREADS, default=64, metavar="N",
+                       help="sessions of all protocols at once; more are refused (default: 64)")
+    serve.add_argument("--max-upload-mb", type=_SECONDS, default=25.0, metavar="MB",
+                       help="largest HTTP request body (default: 25, OpenAI's limit)")
+    serve.add_argument("--idle-timeout", type=_SECONDS, default=60.0, metavar="SECONDS",
+                       help="close connections that send nothing for this long (default: 60)")
+    serve.add_argument("--max-buffer", type=_SECONDS, default=30.0, metavar="SECONDS",
+                       help="audio one session may have waiting for the engine (default: 30)")
+    serve.set_defaults(run=_serve)
 
     types = ", ".join(FILE_TYPES)
     convert = sub.add_parser("convert", help="convert a NeMo .nemo checkpoint to GGUF",

@@ -275,14 +275,15 @@ class NemotronModel:
                       chunking=chunking, sample_rate=sample_rate, endpointing=_endpointing(endpointing),
                       keep_encoder_output=keep_encoder_output, keep_trace=keep_trace)
 
-    def step(self, streams: Sequence[Stream], *, final: bool = False) -> List[StreamUpdate]:
+    def step(self, streams: Sequence[Stream], *, final: Union[bool, Sequence[bool]] = False) -> List[StreamUpdate]:
         """Runs many streams together: batched decoding for servers and multi-channel audio.
 
         Give each stream its audio with :meth:`Stream.push`, then call ``step``: every chunk that
         is ready runs, and the chunks of streams with the same latency go through the encoder as
         one batch, which reads each weight once for all of them. ``final=True`` ends every
-        stream's audio first, as :meth:`Stream.finalize` does. Returns one update per stream, in
-        order; the results are exactly those of feeding each stream alone. The computation uses
+        stream's audio first, as :meth:`Stream.finalize` does; a list of bools, one per stream,
+        ends only the streams marked (a server ends each connection's audio when that ends).
+        Returns one update per stream, in order; the results are exactly those of feeding each stream alone. The computation uses
         this model's threads; the streams must not be fed on other threads meanwhile.
         """
         return run_together(self._handle, streams, final)

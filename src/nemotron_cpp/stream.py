@@ -249,18 +249,25 @@ class Stream:
         return _lib.stream_trace(self._live())
 
 
-def run_together(model: _lib.Handle, streams: Sequence[Stream], final: bool) -> List[StreamUpdate]:
+def run_together(model: _lib.Handle, streams: Sequence[Stream],
+                 final: Union[bool, Sequence[bool]]) -> List[StreamUpdate]:
     """Runs the ready chunks of many streams of one model together (see :meth:`NemotronModel.step`)."""
     engine = model.live()
     streams = list(streams)
+    if isinstance(final, bool):
+        ends = [final] * len(streams)
+    else:
+        ends = list(final)
+        if len(ends) != len(streams) or not all(isinstance(e, bool) for e in ends):
+            raise ValueError(f"final must be True, False or one bool per stream ({len(streams)}), not {final!r}")
     for s in streams:
         if not isinstance(s, Stream) or not s._handle.belongs_to(model):
             raise ValueError("step() takes streams made by this model's stream()")
     if len({id(s) for s in streams}) != len(streams):
         raise ValueError("step() got the same stream twice")
     handles = [s._live() for s in streams]
-    if final:
-        for s in streams:
+    for s, end in zip(streams, ends):
+        if end:
             s._end()
     _lib.streams_run(engine, handles)
-    return [s._update(final=final) for s in streams]
+    return [s._update(final=end) for s, end in zip(streams, ends)]
