@@ -100,3 +100,12 @@ def test_sigterm_finishes_the_stream_under_way_and_exits() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serve_without_the_server_extra_says_how_to_get_it() -> None:
+    # As if uvicorn were not installed: an import of it fails.
+    code = ("import sys; sys.modules['uvicorn'] = None; from nemotron_cpp.cli import main; "
+            "sys.exit(main(['serve', '--port', '0']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "the server needs the server extra (uvicorn is missing): pip install \"nemotron-cpp[server]\"" in out.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import threading
 import time
@@ -155,19 +156,22 @@ def test_sixteen_live_sessions_of_each_protocol() -> None:
 def test_every_protocol_at_once_each_as_alone() -> None:
     """HTTP uploads (offline, 1120 ms), Realtime sessions (160 ms, 24 kHz) and Riva streams (160 ms,
     16 kHz) at once, their chunks batched (uploads arrive faster than real time): each result is its
-    own audio's alone."""
+    own audio's alone (the uploads' token ids, the streams' utterances)."""
     variants = audio_variants()[:4]
     with NemotronModel(demo_model_path(log=False), n_threads=1) as model:
-        offline = [model.transcribe(pcm16(a), sample_rate=16000).text for a in variants]
+        offline = [[[t.id for t in seg.tokens] for seg in model.transcribe(pcm16(a), sample_rate=16000).segments]
+                   for a in variants]
     realtime = [alone(a, 24000) for a in variants]
     with running_server(demo_model_path(log=False)) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0)
         http: List[Any] = [None] * len(variants)
 
         def upload(k: int) -> None:
-            wav = __import__("io").BytesIO()
+            wav = io.BytesIO()
             soundfile.write(wav, variants[k], 16000, format="WAV", subtype="PCM_16")
-            http[k] = client.audio.transcriptions.create(model="x", file=("a.wav", wav.getvalue())).text
+            result = client.audio.transcriptions.create(model="x", file=("a.wav", wav.getvalue()),
+                                                        response_format="verbose_json")
+            http[k] = [seg.tokens for seg in result.segments]
 
         uploads = [threading.Thread(target=upload, args=(k,)) for k in range(len(variants))]
         riva_out: List[Any] = [None] * len(variants)

@@ -252,6 +252,26 @@ def test_refusals_disconnects_and_idle_clients() -> None:
         assert metrics['nemotron_errors_total{protocol="realtime",code="idle_timeout"}'] == 1
 
 
+def test_audio_faster_than_recognized_is_refused_beyond_the_buffer() -> None:
+    """A client appending far faster than real time gets input_audio_buffer_full for the appends that
+    would hold more than --max-buffer seconds waiting; those accepted are transcribed, and the session
+    carries on."""
+    with running_server(demo_model_path(log=False), grpc_port=None,
+                        limits=Limits(max_buffer_seconds=0.5)) as server:
+        audio = pcm16()
+        with websockets.sync.client.connect(server.realtime_url) as ws:
+            ws.recv()
+            for _ in range(8):  # 8 s each, as fast as the socket takes them
+                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode()}))
+            ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            events = [json.loads(ws.recv(timeout=60))]
+            while not (events[-1]["type"].endswith("transcription.completed") and "wake" in events[-1]["transcript"]):
+                events.append(json.loads(ws.recv(timeout=60)))
+        full = [e for e in events if e["type"] == "error"]
+        assert full and all(e["error"]["code"] == "input_audio_buffer_full" for e in full)
+        assert len(full) < 8  # the first append, at least, was taken, and is transcribed
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_g711_tables_are_the_standards() -> None:
     """Every mu-law and A-law code decodes as Python's audioop (the ITU-T G.711 reference tables) does."""
