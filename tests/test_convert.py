@@ -471,7 +471,7 @@ def test_converter_refuses_what_the_engine_refuses(checkpoint: Any) -> None:
     """The engine's table of what it runs (nemotron_hparams_check, which its loader applies) decides
     for the converter too, listed with the converter's own findings."""
     prompted = dict(checkpoint.config, model_defaults={"prompt_dictionary": {"auto": 101, "en-US": 0}, "num_prompts": 128})
-    with pytest.raises(UnsupportedModelError, match=r"language prompts \(num_prompts 128\): multilingual models"):
+    with pytest.raises(UnsupportedModelError, match=r"language prompts \(num_prompts 128\): converting multilingual"):
         model_config(prompted)
     both = dict(prompted, aux_ctc={"decoder": {}}, target="nemo.collections.asr.models.EncDecHybridRNNTCTCBPEModelWithPrompt")
     with pytest.raises(UnsupportedModelError) as info:

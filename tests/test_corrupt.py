@@ -316,19 +316,34 @@ def _prompt_tensors(num_prompts: int) -> Dict[str, np.ndarray]:
             "prompt_kernel.2.bias": np.zeros(d, np.float32)}
 
 
-PROMPTED = "language prompts (num_prompts 128): multilingual models (Nemotron 3.5) are not supported yet"
-
-
-@pytest.mark.parametrize("layout,keys", [
+@pytest.mark.parametrize("layout,keys,message", [
+    ("nemo", {}, "a model with 128 language prompts needs nemo.prompt_langs and nemo.prompt_ids"),  # tensors alone
     ("nemo", {"nemo.num_prompts": (128, "UINT32"), "nemo.prompt_langs": (["auto", "en-US"], "ARRAY", "STRING"),
-              "nemo.prompt_ids": ([101, 0], "ARRAY", "INT32")}),
-    ("asr", {"asr.rnnt.num_prompts": (128, "UINT32"),
-             "asr.rnnt.prompt_dictionary": (["auto:101", "en-US:0"], "ARRAY", "STRING")}),
-    ("nemo", {}),  # the prompt tensors alone say it
+              "nemo.prompt_ids": ([101], "ARRAY", "INT32")}, "of equal length"),
+    ("nemo", {"nemo.num_prompts": (128, "UINT32"), "nemo.prompt_langs": (["auto", "en-US"], "ARRAY", "STRING"),
+              "nemo.prompt_ids": ([101, 128], "ARRAY", "INT32")}, "'nemo.prompt_ids' element 1 = 128 is out of range [0, 127]"),
+    ("asr", {"asr.rnnt.num_prompts": (128, "UINT32"), "asr.rnnt.prompt_dictionary": (["auto:101", "en-US"], "ARRAY",
+                                                                                      "STRING")},
+     "asr.rnnt.prompt_dictionary entry 'en-US' is not 'code:index'"),
+    ("asr", {"asr.rnnt.num_prompts": (128, "UINT32"), "asr.rnnt.prompt_dictionary": (["auto:101", "en-US:200"],
+                                                                                      "ARRAY", "STRING")},
+     "'en-US:200' is not 'code:index' with an index below 128"),
+    ("asr", {"asr.rnnt.num_prompts": (128, "UINT32"), "asr.rnnt.prompt_dictionary": (["en:0", "en:1"], "ARRAY",
+                                                                                      "STRING")},
+     "the prompt dictionary names 'en' twice"),
 ])
-def test_language_prompt_models_are_refused(model_factory: Callable[..., Path], layout: str, keys: dict) -> None:
+def test_bad_prompt_dictionaries_are_refused(model_factory: Callable[..., Path], layout: str, keys: dict,
+                                            message: str) -> None:
     result = _case(model_factory, layout=layout, set_keys=keys, tensor_overrides=_prompt_tensors(128))
-    assert_rejected(result, PROMPTED, unsupported=True)
+    assert_rejected(result, message)
+
+
+def test_prompt_kernel_of_the_wrong_shape_is_refused(model_factory: Callable[..., Path]) -> None:
+    tensors = _prompt_tensors(128)
+    tensors["prompt_kernel.2.weight"] = np.zeros((128, 128), np.float32)
+    keys = {"nemo.num_prompts": (128, "UINT32"), "nemo.prompt_langs": (["auto"], "ARRAY", "STRING"),
+            "nemo.prompt_ids": ([101], "ARRAY", "INT32")}
+    assert_rejected(_case(model_factory, set_keys=keys, tensor_overrides=tensors), "prompt_kernel.2.weight")
 
 
 @pytest.mark.parametrize("layout,key", [("nemo", "nemo.preprocessor.normalize"), ("asr", "asr.preprocessor.normalize")])

@@ -259,6 +259,21 @@ def model_info(handle: Any) -> Dict[str, Any]:
     }
 
 
+def languages(handle: Any) -> List[Tuple[str, int]]:
+    """A multilingual model's languages and their prompt indexes, in the file's order."""
+    prompt = _ffi.new("int32_t *")
+    out = []
+    for i in range(_lib.nemotron_context_n_languages(handle)):
+        code = _lib.nemotron_context_language(handle, i, prompt)
+        out.append((_ffi.string(code).decode("utf-8"), int(prompt[0])))
+    return out
+
+
+def default_language(handle: Any) -> Optional[str]:
+    code = _lib.nemotron_context_default_language(handle)
+    return None if code == _ffi.NULL else str(_ffi.string(code).decode("utf-8"))
+
+
 def pieces(handle: Any) -> List[bytes]:
     length = _ffi.new("size_t *")
     out = []
@@ -337,8 +352,10 @@ _CHUNKING = {
 
 
 def stream_init(model: Handle, att_right_context: int, chunking: str, keep_encoder_output: bool,
-                keep_trace: bool, endpoint_reset: Tuple[int, int] = (0, 0)) -> Handle:
+                keep_trace: bool, endpoint_reset: Tuple[int, int] = (0, 0), language: Optional[str] = None) -> Handle:
     params = _ffi.new("struct nemotron_stream_params *", _lib.nemotron_stream_default_params())
+    code = _ffi.new("char[]", language.encode("utf-8")) if language is not None else _ffi.NULL
+    params.language = code  # `code` outlives the call below, which copies what it needs
     params.att_right_context = att_right_context
     params.chunking = _CHUNKING[chunking]
     params.keep_encoder_output = keep_encoder_output

@@ -125,6 +125,8 @@ class NemotronModel:
         self._vocabulary = tuple(p.decode("utf-8", errors="replace") for p in _lib.pieces(engine))
         self._tensors = tuple(TensorInfo(**t) for t in _lib.tensors(engine))
         self._groups = tuple(TensorGroup(**g) for g in _lib.tensor_groups(engine))
+        self._languages = tuple(code for code, _ in _lib.languages(engine))
+        self._default_language = _lib.default_language(engine)
 
     @classmethod
     def from_pretrained(
@@ -238,6 +240,18 @@ class NemotronModel:
         return self._tensors
 
     @property
+    def languages(self) -> Tuple[str, ...]:
+        """A multilingual model's languages (the codes of its prompt dictionary, e.g. ``"de-DE"``,
+        and ``"auto"`` where it detects the language itself); ``()`` for a model of one language."""
+        return self._languages
+
+    @property
+    def default_language(self) -> Optional[str]:
+        """The language of streams that name none: ``"auto"`` where the model has it, else
+        ``"en-US"``, else its first; None for a model of one language."""
+        return self._default_language
+
+    @property
     def frame_seconds(self) -> float:
         """Seconds of audio per encoder frame (0.08 for this model family)."""
         return geometry.frame_seconds(self._hparams)
@@ -257,6 +271,7 @@ class NemotronModel:
         chunking: str = "stream",
         keep_encoder_output: bool = False,
         keep_trace: bool = False,
+        language: Optional[str] = None,
     ) -> Stream:
         """A new live stream; see :class:`nemotron_cpp.Stream`.
 
@@ -268,12 +283,14 @@ class NemotronModel:
         silence, utterances of at least 0.3 s), an ``Endpointing`` sets them, ``False`` never ends
         an utterance before ``finalize()``. ``chunking`` is ``"stream"`` (NeMo's cache-aware
         streaming), ``"stream_padded"`` (NeMo's ``pad_and_drop_preencoded=True``) or ``"offline"``
-        (NeMo's full-utterance path).
+        (NeMo's full-utterance path). ``language`` is the language of the audio for a multilingual
+        model (one of :attr:`languages`; default :attr:`default_language`); a model of one language
+        takes only None.
         """
         return Stream(self._handle, self._hparams, self._vocabulary,
                       att_right_context=geometry.att_right_context(self._hparams, latency_ms, att_right_context),
                       chunking=chunking, sample_rate=sample_rate, endpointing=_endpointing(endpointing),
-                      keep_encoder_output=keep_encoder_output, keep_trace=keep_trace)
+                      keep_encoder_output=keep_encoder_output, keep_trace=keep_trace, language=language)
 
     def step(self, streams: Sequence[Stream], *, final: Union[bool, Sequence[bool]] = False) -> List[StreamUpdate]:
         """Runs many streams together: batched decoding for servers and multi-channel audio.
@@ -297,21 +314,22 @@ class NemotronModel:
         att_right_context: Optional[int] = None,
         endpointing: Union[bool, Endpointing] = True,
         progress: Optional[ProgressCallback] = None,
+        language: Optional[str] = None,
     ) -> Iterator[Segment]:
         """Recognizes ``audio`` lazily, yielding each utterance as soon as it has ended; a long file is
         read, resampled and recognized a block at a time, so memory stays bounded. The arguments
         are :meth:`transcribe`'s. The input is opened and checked before this returns."""
-        return self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress)[1]
+        return self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress, language)[1]
 
     def _offline(self, audio: AudioInput, sample_rate: Optional[int], latency_ms: Optional[int],
                  att_right_context: Optional[int], endpointing: Union[bool, Endpointing],
-                 progress: Optional[ProgressCallback]) -> Tuple[Stream, Iterator[Segment]]:
+                 progress: Optional[ProgressCallback], language: Optional[str]) -> Tuple[Stream, Iterator[Segment]]:
         endpoint = _endpointing(endpointing)
         right = geometry.att_right_context(self._hparams, latency_ms, att_right_context)
         blocks = iter_audio(audio, sample_rate, self._hparams.sample_rate)
         first = next(blocks)  # opens and checks the input now, not at the first segment
         stream = Stream(self._handle, self._hparams, self._vocabulary, att_right_context=right,
-                        chunking="offline", endpointing=endpoint)
+                        chunking="offline", endpointing=endpoint, language=language)
         return stream, self._recognize(stream, itertools.chain([first], blocks), progress)
 
     @staticmethod
@@ -334,6 +352,7 @@ class NemotronModel:
         att_right_context: Optional[int] = None,
         endpointing: Union[bool, Endpointing] = True,
         progress: Optional[ProgressCallback] = None,
+        language: Optional[str] = None,
     ) -> Transcript:
         """Recognizes a whole recording as NeMo's ``transcribe()`` does: the full-utterance encoder
         under the chunked attention mask of ``latency_ms`` (default: the model's first, 1120 ms),
@@ -345,8 +364,10 @@ class NemotronModel:
         the rate of an array or raw PCM (default: the model's 16 kHz); anything not at 16 kHz mono
         is mixed down and resampled. ``endpointing`` splits the result into segments (see
         :meth:`stream`). ``progress(seconds_done, total_seconds)`` is called after each block.
+        ``language``: a multilingual model's language (see :meth:`stream`).
         """
-        stream, recognized = self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress)
+        stream, recognized = self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress,
+                                           language)
         segments = tuple(recognized)
         return transcript_of(self._vocabulary, segments, stream.seconds)
 

@@ -64,6 +64,7 @@ class Stream:
         endpointing: Optional[Endpointing] = None,
         keep_encoder_output: bool = False,
         keep_trace: bool = False,
+        language: Optional[str] = None,
     ) -> None:
         """A stream on a model's engine handle, described by its hyperparameters and vocabulary; made
         by :meth:`NemotronModel.stream`."""
@@ -75,8 +76,12 @@ class Stream:
         self.sample_rate = hparams.sample_rate if sample_rate is None else check_sample_rate(sample_rate)
         frame_seconds = geometry.frame_seconds(hparams)
         reset = endpointing.frames(frame_seconds) if endpointing is not None and endpointing.reset_decoder else (0, 0)
+        if language is not None and not isinstance(language, str):
+            raise TypeError(f"language must be a language code (a string) or None, not {language!r}")
         self._handle = _lib.stream_init(model, -1 if att_right_context is None else att_right_context, chunking,
-                                        keep_encoder_output, keep_trace, reset)
+                                        keep_encoder_output, keep_trace, reset, language)
+        #: The language the stream recognizes (a multilingual model's code; None for other models).
+        self.language = language if language is not None else _lib.default_language(model.live())
         self.chunking = chunking
         self.att_right_context = _lib.stream_att_right_context(self._handle.live())
         self._segmenter = Segmenter(vocabulary, frame_seconds, endpointing)

@@ -212,6 +212,11 @@ def model_config(config: Mapping[str, Any]) -> Tuple[ModelSize, Preprocessor]:
     defaults = _section(config, "model_defaults")
     prompted = "prompt_dictionary" in defaults or "num_prompts" in config or "num_prompts" in defaults
     num_prompts = int(config.get("num_prompts") or defaults.get("num_prompts") or 128) if prompted else 0
+    if prompted:
+        # The engine runs them (files of either layout load); this converter does not write their
+        # prompt kernel and dictionary yet.
+        problems.append(f"language prompts (num_prompts {num_prompts}): converting multilingual models is not "
+                        f"supported yet")
     try:
         _lib.check_hparams(_engine_hparams(size, preprocessor, num_prompts))
     except UnsupportedModelError as exc:

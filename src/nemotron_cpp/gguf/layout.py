@@ -125,6 +125,10 @@ class ModelSize:
     xscaling: bool = False
     use_bias: bool = False  #: Linear and pointwise/depthwise conv biases in the conformer layers
     pos_emb_max_len: int = _POS_EMB_MAX_LEN
+    #: Multilingual models (NeMo's ...WithPrompt): the one-hot prompts of the prompt kernel (128 in
+    #: Nemotron 3.5) and the prompt dictionary, (language code, prompt index) pairs; 0 and () otherwise.
+    num_prompts: int = 0
+    languages: Tuple[Tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -136,6 +140,13 @@ class ModelSize:
             raise ValueError("att_right needs at least one right context")
         # A list would make the frozen dataclass unhashable; accept it and store a tuple.
         object.__setattr__(self, "att_right", tuple(int(r) for r in self.att_right))
+        languages = tuple((str(code), int(index)) for code, index in dict(self.languages).items())
+        object.__setattr__(self, "languages", languages)
+        if bool(self.num_prompts) != bool(languages):
+            raise ValueError("a multilingual model has both num_prompts and languages; other models neither")
+        if len(languages) != len(self.languages) or any(not 0 <= i < self.num_prompts for _, i in languages):
+            raise ValueError(f"languages must name each code once with an index below num_prompts "
+                             f"{self.num_prompts}: {self.languages!r}")
 
     @property
     def d_head(self) -> int:
@@ -259,6 +270,10 @@ def state_dict_spec(size: ModelSize, preprocessor: Preprocessor = Preprocessor()
     module("joint.pred", (size.joint_dim, h), bias=True)
     module("joint.enc", (size.joint_dim, d), bias=True)
     module("joint.joint_net.2", (size.vocab_size, size.joint_dim), bias=True)
+    if size.num_prompts:
+        # NeMo builds the prompt kernel after the rest of the model: last in its state dict.
+        module("prompt_kernel.0", (2 * d, d + size.num_prompts), bias=True)
+        module("prompt_kernel.2", (d, 2 * d), bias=True)
     return spec
 
 
@@ -537,9 +552,14 @@ def _metadata_nemo(
         ("joint_dim", size.joint_dim),
         ("subsampling_factor", size.subsampling_factor),
         ("att_left_context", size.att_left),
-        ("num_prompts", 0),
+        ("num_prompts", size.num_prompts),
     ):
         kv["nemo." + key] = (value, t.UINT32, None)
+    if size.languages:
+        # The C++ port's converter writes the dictionary as parallel arrays, sorted by code.
+        ordered = sorted(size.languages)
+        kv["nemo.prompt_langs"] = ([code for code, _ in ordered], t.ARRAY, t.STRING)
+        kv["nemo.prompt_ids"] = ([index for _, index in ordered], t.ARRAY, t.INT32)
     if extended:
         # This project's own keys: what the nemo layout otherwise leaves to compiled-in defaults.
         kv.update(
@@ -620,10 +640,12 @@ def _metadata_asr(
         "asr.rnnt.pred_num_layers": (size.pred_layers, u32, None),
         "asr.rnnt.joint_dim": (size.joint_dim, u32, None),
         "asr.rnnt.max_symbols_per_step": (size.max_symbols, u32, None),
-        "asr.rnnt.num_prompts": (0, u32, None),
+        "asr.rnnt.num_prompts": (size.num_prompts, u32, None),
         "asr.tokenizer.type": ("sentencepiece_bpe" if spm_model is not None else "none", s, None),
         "asr.tokenizer.vocab": (list(vocab), t.ARRAY, s),
     }
+    if size.languages:
+        kv["asr.rnnt.prompt_dictionary"] = ([f"{code}:{index}" for code, index in size.languages], t.ARRAY, s)
     if spm_model is not None:
         kv["asr.tokenizer.spm_model"] = (spm_model, s, None)
     if extended:

@@ -219,7 +219,7 @@ struct nemotron_hparams {
     int32_t pred_num_layers;
     int32_t joint_dim;
     int32_t max_symbols_per_step;
-    int32_t num_prompts; /* language prompts of multilingual models: not supported yet, must be 0 */
+    int32_t num_prompts; /* language prompts of multilingual models (one-hot inputs of the prompt kernel); 0: none */
 
     /* log-mel frontend */
     int32_t            sample_rate;
@@ -255,6 +255,15 @@ NEMOTRON_API uint64_t        nemotron_context_repacked_bytes(const struct nemotr
 /* Vocabulary pieces in id order, the blank excluded (ids 0 .. n_pieces-1). The bytes are
  * UTF-8, may be of any length and are owned by the context. */
 NEMOTRON_API int          nemotron_context_n_pieces(const struct nemotron_context * ctx);
+
+/* Multilingual models' languages, from their prompt dictionaries, in the file's order: the code
+ * (e.g. "de-DE"; owned by the context) and, in *prompt when not NULL, its one-hot prompt index.
+ * 0 languages and NULL for models without language prompts. */
+NEMOTRON_API int          nemotron_context_n_languages(const struct nemotron_context * ctx);
+NEMOTRON_API const char * nemotron_context_language(const struct nemotron_context * ctx, int index, int32_t * prompt);
+/* The language of streams that name none: "auto" where the dictionary has it (the model detects
+ * the language), else "en-US" where it has that, else its first entry; NULL without prompts. */
+NEMOTRON_API const char * nemotron_context_default_language(const struct nemotron_context * ctx);
 NEMOTRON_API const char * nemotron_context_piece(const struct nemotron_context * ctx, int id, size_t * len);
 
 /* The text of token ids as NeMo's SentencePiece tokenizer decodes it: a word-start piece's "\u2581"
@@ -333,6 +342,10 @@ struct nemotron_stream_params {
        start of the stream, so that each utterance is decoded on its own. */
     int32_t           endpoint_reset_silence_frames;
     int32_t           endpoint_reset_min_utterance_frames;
+    /* Multilingual models: the language of the audio, a code of the model's prompt dictionary
+       (nemotron_context_language), e.g. "de-DE"; NULL: the model's default language
+       (nemotron_context_default_language). Models without language prompts take only NULL. */
+    const char *      language;
 };
 
 struct nemotron_joint_step {

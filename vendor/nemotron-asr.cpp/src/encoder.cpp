@@ -2,6 +2,7 @@
 
 #include "conformer.h"
 #include "error.h"
+#include "language_prompt.h"
 #include "log.h"
 #include "q8_0_matmul.h"
 #include "subsampling.h"
@@ -128,6 +129,11 @@ void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_fram
     ggml_set_input(mel_in);
     ggml_tensor * mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, n_q, 1, n_batch);
     ggml_set_input(mask);
+    ggml_tensor * one_hot = nullptr;
+    if (hp.num_prompts > 0) {
+        one_hot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.num_prompts, int64_t(n_q) * n_batch);
+        ggml_set_input(one_hot);
+    }
     layer_caches caches;
     caches.left = pool.left;
     caches.conv_frames = pool.conv_frames;
@@ -149,6 +155,7 @@ void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_fram
         caches.conv = pool.conv[size_t(il)];
         x = conformer_layer(ctx, gf, m_.layers[size_t(il)], linear, x, projected.layers[size_t(il)], mask, caches);
     }
+    if (one_hot != nullptr) x = language_prompt(ctx, m_.prompt, linear, x, one_hot);
     ggml_set_output(x);
     ggml_build_forward_expand(gf, x);
 
@@ -156,6 +163,7 @@ void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_fram
     graph_.gf = gf;
     graph_.mel = mel_in;
     graph_.mask = mask;
+    graph_.one_hot = one_hot;
     graph_.out = x;
     graph_.window = caches.window;
     graph_.fresh = caches.fresh;
@@ -240,6 +248,14 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
         }
     }
     ggml_backend_tensor_set(mask, host.data(), 0, ggml_nbytes(mask));
+    if (graph_.one_hot != nullptr) {
+        // Every frame of a stream carries its language.
+        host.assign(size_t(hp.num_prompts) * size_t(n_q) * size_t(n_batch), 0.0f);
+        for (int b = 0; b < n_batch; ++b) {
+            for (int i = 0; i < n_q; ++i) host[(size_t(b) * size_t(n_q) + size_t(i)) * size_t(hp.num_prompts) + size_t(jobs[size_t(b)].prompt)] = 1.0f;
+        }
+        ggml_backend_tensor_set(graph_.one_hot, host.data(), 0, ggml_nbytes(graph_.one_hot));
+    }
 
     const ggml_status status = ggml_backend_graph_compute(backend_, graph_.gf);
     if (status != GGML_STATUS_SUCCESS) {

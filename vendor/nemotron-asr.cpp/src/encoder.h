@@ -31,6 +31,7 @@ struct encoder_job {
     const float * mel;        // [n_frames][n_mels]
     encoder_cache * cache;
     std::vector<float> * out; // encoder frames are appended here
+    int32_t prompt = 0;       // the stream's language prompt (multilingual models)
 };
 
 class encoder {
@@ -66,7 +67,7 @@ private:
         uint64_t pool_generation = 0;
         ggml_context * ctx = nullptr;
         ggml_cgraph * gf = nullptr;
-        ggml_tensor * mel = nullptr, * mask = nullptr, * out = nullptr;
+        ggml_tensor * mel = nullptr, * mask = nullptr, * one_hot = nullptr, * out = nullptr;
         ggml_tensor * window = nullptr, * fresh = nullptr, * conv_rows = nullptr, * conv_rows_out = nullptr;
     };
 

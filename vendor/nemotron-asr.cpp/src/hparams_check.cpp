@@ -24,11 +24,6 @@ struct rule {
 const rule kRules[] = {
     // Features the engine does not run (yet).
     {NEMOTRON_ERR_UNSUPPORTED, [](const nemotron_hparams & hp) {
-         return hp.num_prompts == 0 ? std::string()
-             : format("language prompts (num_prompts %d): multilingual models (Nemotron 3.5) are not supported yet",
-                      hp.num_prompts);
-     }},
-    {NEMOTRON_ERR_UNSUPPORTED, [](const nemotron_hparams & hp) {
          // Per-utterance normalisation needs the whole signal before the first frame.
          return hp.normalize == NEMOTRON_NORMALIZE_NONE ? std::string()
              : format("feature normalisation '%s' (streaming models use none)", normalize_name(hp.normalize));

@@ -68,6 +68,19 @@ struct joint_weights {
     ggml_tensor * out_w = nullptr, * out_b = nullptr;
 };
 
+// Multilingual models' language prompt (NeMo's prompt_kernel): every encoder frame, joined with
+// the one-hot vector of its stream's language, goes through Linear, ReLU, Linear before the joint.
+struct prompt_weights {
+    ggml_tensor * w1 = nullptr, * b1 = nullptr; // ne [d_model + num_prompts, 2 d_model]
+    ggml_tensor * w2 = nullptr, * b2 = nullptr; // ne [2 d_model, d_model]
+};
+
+// A language of a multilingual model and the index of its one-hot prompt.
+struct language {
+    std::string code; // as the model's prompt dictionary writes it, e.g. "de-DE"
+    int32_t     prompt = 0;
+};
+
 // What nemotron_context_get_tensor_info reports, one per tensor the engine holds.
 struct tensor_record {
     std::string   name;
@@ -97,6 +110,8 @@ struct model {
     std::vector<conformer_layer_weights> layers;
     predictor_weights predictor;
     joint_weights     joint;
+    prompt_weights    prompt;              // null tensors when hparams.num_prompts is 0
+    std::vector<language> languages;       // the prompt dictionary, in the file's order
 
     // Frontend tables, kept on the host where the frontend runs.
     std::vector<float> mel_filterbank; // [n_mels][n_fft/2 + 1]

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -100,6 +101,7 @@ public:
         read_hparams();
         check_hparams(m_.hparams);
         read_vocabulary();
+        read_languages();
         check_layer_counts();
         bind_tensors();
         read_frontend_tables();
@@ -347,6 +349,45 @@ private:
         return tensor("preprocessor.featurizer.fb") != nullptr ? "preprocessor.featurizer.fb" : "preprocessor.fb";
     }
 
+    // The prompt dictionary of a multilingual model: the C++ port's parallel arrays of codes and
+    // indexes, or NVIDIA's "code:index" strings.
+    void read_languages() {
+        const int32_t n_prompts = m_.hparams.num_prompts;
+        if (n_prompts == 0) return;
+        std::vector<std::string> codes;
+        std::vector<int64_t> ids;
+        if (is_a()) {
+            if (!g_.get_string_array("nemo.prompt_langs", codes) || !g_.get_int_array("nemo.prompt_ids", 0, n_prompts - 1, ids) ||
+                codes.size() != ids.size()) {
+                fail(NEMOTRON_ERR_INVALID_MODEL, "a model with %d language prompts needs nemo.prompt_langs and nemo.prompt_ids "
+                     "of equal length, with indexes below %d", n_prompts, n_prompts);
+            }
+        } else {
+            std::vector<std::string> entries;
+            if (!g_.get_string_array("asr.rnnt.prompt_dictionary", entries)) {
+                fail(NEMOTRON_ERR_INVALID_MODEL, "a model with %d language prompts needs asr.rnnt.prompt_dictionary", n_prompts);
+            }
+            for (const std::string & entry : entries) {
+                const size_t colon = entry.rfind(':');
+                char * end = nullptr;
+                const long id = colon == std::string::npos ? -1 : std::strtol(entry.c_str() + colon + 1, &end, 10);
+                if (colon == 0 || colon == std::string::npos || end == nullptr || *end != '\0' || id < 0 || id >= n_prompts) {
+                    fail(NEMOTRON_ERR_INVALID_MODEL, "asr.rnnt.prompt_dictionary entry '%s' is not 'code:index' with an index "
+                         "below %d", entry.c_str(), n_prompts);
+                }
+                codes.push_back(entry.substr(0, colon));
+                ids.push_back(id);
+            }
+        }
+        if (codes.empty()) fail(NEMOTRON_ERR_INVALID_MODEL, "the prompt dictionary of a model with %d prompts is empty", n_prompts);
+        for (size_t i = 0; i < codes.size(); ++i) {
+            for (size_t j = 0; j < i; ++j) {
+                if (codes[j] == codes[i]) fail(NEMOTRON_ERR_INVALID_MODEL, "the prompt dictionary names '%s' twice", codes[i].c_str());
+            }
+            m_.languages.push_back({codes[i], int32_t(ids[i])});
+        }
+    }
+
     void read_vocabulary() {
         const int n_expected = m_.hparams.vocab_size - 1;
         if (is_a()) {
@@ -535,6 +576,14 @@ private:
         Jw.enc_b = bind("joint.enc.bias", {J}, dtype_rule::vector, "joint");
         Jw.out_w = bind("joint.joint_net.2.weight", {J, V}, dtype_rule::matrix, "joint");
         Jw.out_b = bind("joint.joint_net.2.bias", {V}, dtype_rule::vector, "joint");
+
+        if (hp.num_prompts > 0) {
+            prompt_weights & pw = m_.prompt;
+            pw.w1 = bind("prompt_kernel.0.weight", {d + hp.num_prompts, 2 * d}, dtype_rule::matrix, "prompt");
+            pw.b1 = bind("prompt_kernel.0.bias", {2 * d}, dtype_rule::vector, "prompt");
+            pw.w2 = bind("prompt_kernel.2.weight", {2 * d, d}, dtype_rule::matrix, "prompt");
+            pw.b2 = bind("prompt_kernel.2.bias", {d}, dtype_rule::vector, "prompt");
+        }
 
         // The asr layout's precomputed position table (encoder.pos_enc.pe) is not read: the engine
         // computes the few positions a chunk needs as NeMo does.
@@ -732,7 +781,7 @@ private:
     void summarize() {
         std::map<std::string, std::map<ggml_type, uint64_t>> params_by_type;
         static const char * order[] = {"subsampling", "attention", "feed_forward", "convolution", "norm", "predictor",
-                                       "joint", "frontend"};
+                                       "joint", "prompt", "frontend"};
         for (const tensor_record & r : m_.tensors) {
             uint64_t n = 1;
             for (int i = 0; i < r.n_dims; ++i) n *= uint64_t(r.ne[i]);

@@ -242,6 +242,26 @@ uint64_t nemotron_context_repacked_bytes(const struct nemotron_context * ctx) { 
 
 int nemotron_context_n_pieces(const struct nemotron_context * ctx) { return int(ctx->model.pieces.size()); }
 
+int nemotron_context_n_languages(const struct nemotron_context * ctx) { return int(ctx->model.languages.size()); }
+
+const char * nemotron_context_language(const struct nemotron_context * ctx, int index, int32_t * prompt) {
+    if (index < 0 || size_t(index) >= ctx->model.languages.size()) return nullptr;
+    const nemotron::language & l = ctx->model.languages[size_t(index)];
+    if (prompt != nullptr) *prompt = l.prompt;
+    return l.code.c_str();
+}
+
+const char * nemotron_context_default_language(const struct nemotron_context * ctx) {
+    const std::vector<nemotron::language> & all = ctx->model.languages;
+    if (all.empty()) return nullptr;
+    for (const char * wanted : {"auto", "en-US"}) {
+        for (const nemotron::language & l : all) {
+            if (l.code == wanted) return l.code.c_str();
+        }
+    }
+    return all[0].code.c_str();
+}
+
 const char * nemotron_context_piece(const struct nemotron_context * ctx, int id, size_t * len) {
     if (id < 0 || size_t(id) >= ctx->model.pieces.size()) {
         if (len) *len = 0;
@@ -377,6 +397,28 @@ struct nemotron_stream_params nemotron_stream_default_params(void) {
     return p;
 }
 
+namespace {
+
+// The prompt index of a stream's language (see nemotron_stream_params.language).
+int32_t prompt_of(const nemotron_context * ctx, const char * language) {
+    const std::vector<nemotron::language> & all = ctx->model.languages;
+    if (all.empty()) {
+        if (language != nullptr) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "language '%s' was given, but this model has no language prompts", language);
+        }
+        return 0;
+    }
+    const char * code = language != nullptr ? language : nemotron_context_default_language(ctx);
+    std::string known;
+    for (const nemotron::language & l : all) {
+        if (l.code == code) return l.prompt;
+        known += (known.empty() ? "" : ", ") + l.code;
+    }
+    nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "unknown language '%s'; this model knows %s", code, known.c_str());
+}
+
+} // namespace
+
 nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct nemotron_stream_params * params,
                                      struct nemotron_stream ** out) {
     if (out != nullptr) *out = nullptr;
@@ -414,6 +456,7 @@ nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct
         s->impl.reset(new nemotron::stream(ctx->model, ctx->device, ctx->n_threads, *ctx->caches, *ctx->rnnt, right, mode,
                                            p.keep_encoder_output, p.keep_trace));
         s->impl->set_endpoint_reset(p.endpoint_reset_silence_frames, p.endpoint_reset_min_utterance_frames);
+        s->impl->set_prompt(prompt_of(ctx, p.language));
         s->ctx = ctx;
         ++ctx->refs;
         *out = s.release();

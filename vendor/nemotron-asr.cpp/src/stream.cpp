@@ -149,7 +149,7 @@ void stream::run_streams(const std::vector<stream *> & streams, encoder * batch)
             for (const pending & p : group) {
                 p.s->chunk_input(p.plan, p.s->input_);
                 p.s->out_.clear();
-                jobs.push_back({p.s->input_.data(), &p.s->cache_, &p.s->out_});
+                jobs.push_back({p.s->input_.data(), &p.s->cache_, &p.s->out_, p.s->prompt_});
             }
             if (group.size() > 1 && batch == nullptr) fail(NEMOTRON_ERR_INTERNAL, "several streams need a batch encoder");
             stream & first = *group[0].s;

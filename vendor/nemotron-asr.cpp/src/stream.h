@@ -50,6 +50,9 @@ public:
     void set_endpoint_reset(int silence_frames, int min_utterance_frames) {
         decoder_.set_endpoint_reset(silence_frames, min_utterance_frames);
     }
+    // The language prompt of a multilingual model's frames (an index into its one-hot prompts);
+    // kept across reset().
+    void set_prompt(int32_t prompt) { prompt_ = prompt; }
     // Copies the first min(n, capacity) tokens held into the arrays (any may be null) and forgets
     // them; the audio, caches and decoder state carry on. Returns how many.
     size_t take_tokens(int32_t * ids, int32_t * frames, float * confidences, size_t capacity);
@@ -75,6 +78,7 @@ private:
     void accept_chunk(const chunk_plan & plan, const float * frames, int n);
 
     const model & m_;
+    int32_t prompt_ = 0;
     int right_, subsampling_, pre_cache_, drop_;
     chunking mode_;
     bool keep_encoder_output_, keep_trace_;
