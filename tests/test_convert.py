@@ -459,9 +459,9 @@ def test_unsupported_configs_list_every_problem(checkpoint: Any) -> None:
     ctc = dict(checkpoint.config, target="nemo.collections.asr.models.ctc_bpe_models.EncDecCTCModelBPE")
     with pytest.raises(UnsupportedModelError, match="model class EncDecCTCModelBPE"):
         model_config(ctc)
-    hybrid = dict(checkpoint.config, aux_ctc={"decoder": {}})
-    with pytest.raises(UnsupportedModelError, match="hybrid"):
-        model_config(hybrid)
+    hybrid = dict(checkpoint.config, aux_ctc={"decoder": {}},
+                  target="nemo.collections.asr.models.EncDecHybridRNNTCTCBPEModel")
+    assert model_config(hybrid)[0] == model_config(checkpoint.config)[0]  # its RNN-T head runs
     unlimited = _unsupported(checkpoint.config, encoder__att_context_size=[-1, -1])
     with pytest.raises(UnsupportedModelError, match="unlimited"):
         model_config(unlimited)
@@ -470,14 +470,13 @@ def test_unsupported_configs_list_every_problem(checkpoint: Any) -> None:
 def test_converter_refuses_what_the_engine_refuses(checkpoint: Any) -> None:
     """The engine's table of what it runs (nemotron_hparams_check, which its loader applies) decides
     for the converter too, listed with the converter's own findings."""
-    prompted = dict(checkpoint.config, model_defaults={"prompt_dictionary": {"auto": 101, "en-US": 0}, "num_prompts": 128})
-    with pytest.raises(UnsupportedModelError, match=r"language prompts \(num_prompts 128\): converting multilingual"):
-        model_config(prompted)
-    both = dict(prompted, aux_ctc={"decoder": {}}, target="nemo.collections.asr.models.EncDecHybridRNNTCTCBPEModelWithPrompt")
-    with pytest.raises(UnsupportedModelError) as info:
-        model_config(both)
-    for item in ("model class EncDecHybridRNNTCTCBPEModelWithPrompt", "hybrid", "language prompts (num_prompts 128)"):
-        assert item in str(info.value)
+    prompted = dict(checkpoint.config, model_defaults={"prompt_dictionary": {"auto": 101, "en-US": 0, False: 3},
+                                                       "num_prompts": 128})
+    size = model_config(prompted)[0]  # multilingual models run; YAML's `no: 3` is Norwegian, not False
+    assert (size.num_prompts, size.languages) == (128, (("auto", 101), ("en-US", 0), ("no", 3)))
+    for dictionary in ({}, {"en-US": "first"}, {"en-US": 0, "de-DE": 128}):
+        with pytest.raises(ModelFileError, match="prompt_dictionary"):
+            model_config(dict(checkpoint.config, model_defaults={"prompt_dictionary": dictionary, "num_prompts": 128}))
     normalized = _unsupported(checkpoint.config, preprocessor__normalize="per_feature")
     with pytest.raises(UnsupportedModelError, match="feature normalisation 'per_feature'"):
         model_config(normalized)

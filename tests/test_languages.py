@@ -13,7 +13,8 @@ import soundfile
 
 from nemotron_cpp import NemotronModel, testing
 
-REFERENCE = Path(__file__).parent / "reference" / "tiny"
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "tests" / "reference" / "tiny"
 LANGUAGES = (("en-US", 0), ("de-DE", 9), ("fr-FR", 8), ("auto", 101))  # Nemotron 3.5's indexes
 SIZE = dataclasses.replace(testing.TINY, num_prompts=128, languages=LANGUAGES)
 PIECE = 2560
@@ -139,3 +140,34 @@ def test_language_errors(prompt_models: Dict[str, Path], fixtures_dir: Path) -> 
         assert s.language is None
     with pytest.raises(ValueError, match="language 'de-DE' was given, but this model has no language prompts"):
         english.stream(language="de-DE")
+
+
+def test_language_tags_are_reported_not_written(tmp_path: Path) -> None:
+    """Nemotron 3.5 emits the language it hears as pieces of its vocabulary ("<de-DE>"): they are left
+    out of the text, words and tokens, and the last one is the segment's and transcript's language.
+    Here two pieces that the multilingual test model emits often are renamed into tags."""
+    from nemotron_cpp.gguf.convert import model_config
+    from nemotron_cpp.gguf.nemo_checkpoint import read_nemo
+    from nemotron_cpp.text import detokenize
+
+    checkpoint = read_nemo(REPO / "tests" / "fixtures" / "tiny-multilingual.nemo")
+    size = model_config(checkpoint.config)[0]
+    weights = {k: v for k, v in checkpoint.state_dict.items() if not k.startswith("ctc_decoder.")}
+    vocab = list(checkpoint.vocabulary)
+    audio = speech()
+    plain_path = testing.write_model(tmp_path / "plain.gguf", size=size, vocab=vocab, state_dict=weights)
+    with NemotronModel(plain_path, n_threads=1) as model:
+        plain = model.transcribe(audio, language="de-DE", endpointing=False)
+    ids = [t.id for t in plain.tokens]
+    common = sorted(set(ids), key=lambda i: -ids.count(i))[:2]
+    vocab[common[0]], vocab[common[1]] = "<de-DE>", "<fr-FR>"
+    tagged_path = testing.write_model(tmp_path / "tagged.gguf", size=size, vocab=vocab, state_dict=weights)
+    with NemotronModel(tagged_path, n_threads=1) as model:
+        tagged = model.transcribe(audio, language="de-DE", endpointing=False)
+    kept = [i for i in ids if i not in common]
+    assert [t.id for t in tagged.tokens] == kept and len(kept) < len(ids)
+    assert tagged.text == detokenize(vocab, kept) and "<" not in tagged.text
+    last = "<de-DE>" if max(k for k, i in enumerate(ids) if i == common[0]) > \
+        max(k for k, i in enumerate(ids) if i == common[1]) else "<fr-FR>"
+    assert tagged.language == last[1:-1] == tagged.segments[-1].language
+    assert plain.language is None

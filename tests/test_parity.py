@@ -1,6 +1,7 @@
 """Recognition against NVIDIA NeMo itself: the committed reference fixtures (tests/reference,
 made by scripts/make_reference.py with NeMo 2.7.3 from tests/fixtures/tiny-random.nemo, as it is
-and with encoder.xscaling=true).
+and with encoder.xscaling=true; and by scripts/make_multilingual_reference.py from
+tests/fixtures/tiny-multilingual.nemo, a language-prompt model, in six languages).
 
 Every clip, every right context, the full-utterance path and both of NeMo's streaming modes:
 encoder output within 1e-3 (f32), greedy token ids and text identical.
@@ -13,7 +14,7 @@ import json
 import os
 from pathlib import Path
 import tarfile
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ from nemotron_cpp.gguf.convert import convert_nemo
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCES = {name: REPO / "tests" / "reference" / name for name in ("tiny", "tiny-xscaling")}
+# The multilingual model (scripts/make_multilingual_reference.py), one set per language.
+REFERENCES.update({f"tiny-multilingual/{d.name}": d
+                   for d in sorted((REPO / "tests" / "reference" / "tiny-multilingual").iterdir())})
 # Full-size references (24 layers, d_model 1024) are made on demand, see scripts/README.md.
 FULL = Path(os.environ.get("NEMOTRON_FULL_REFERENCE", Path.home() / ".cache" / "nemotron-cpp" / "reference" / "full"))
 if (FULL / "manifest.json").exists():
@@ -114,11 +118,11 @@ def clips() -> Dict[str, Dict[str, Any]]:
     return clips_of("tiny")
 
 
-def run_case(model: NemotronModel, audio: np.ndarray, case: str) -> Dict[str, Any]:
+def run_case(model: NemotronModel, audio: np.ndarray, case: str, language: Optional[str] = None) -> Dict[str, Any]:
     mode, left, right = case.rsplit("_", 2)
     assert int(left) == model.hparams.att_left_context
     with model.stream(att_right_context=int(right), chunking=CHUNKING[mode], keep_encoder_output=True,
-                      keep_trace=True) as s:
+                      keep_trace=True, language=language) as s:
         s.feed(audio)
         s.finalize()
         return {"enc": s.encoder_output, "tokens": s.tokens, "text": s.text, "trace": s.trace,
@@ -151,7 +155,7 @@ def check_against_nemo(model: NemotronModel, ref_name: str, clip_name: str, case
     """One clip in one mode against NeMo's recording: encoder output, tokens, text, trace, confidences."""
     clip = clips_of(ref_name)[clip_name]
     ref = clip["arrays"]
-    got = run_case(model, clip["audio"], case)
+    got = run_case(model, clip["audio"], case, MANIFESTS[ref_name].get("language"))
     enc = ref[f"{case}__enc"]
     assert got["enc"].shape == enc.shape
     error = float(np.abs(got["enc"] - enc).max())

@@ -256,6 +256,8 @@ def model_info(handle: Any) -> Dict[str, Any]:
         "n_threads": int(_lib.nemotron_context_n_threads(handle)),
         "uses_mmap": bool(_lib.nemotron_context_uses_mmap(handle)),
         "repacked_bytes": int(_lib.nemotron_context_repacked_bytes(handle)),
+        "languages": tuple(code for code, _ in languages(handle)),
+        "default_language": default_language(handle),
     }
 
 

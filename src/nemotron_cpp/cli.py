@@ -155,6 +155,8 @@ def _info(args: argparse.Namespace) -> int:
                 "uses_mmap": model.uses_mmap,
                 "repacked_bytes": model.repacked_bytes,
                 "hparams": dataclasses.asdict(hp),
+                "languages": list(model.languages),
+                "default_language": model.default_language,
                 "tensor_groups": [dataclasses.asdict(g) for g in model.tensor_groups],
             }
             if args.vocab:
@@ -177,6 +179,9 @@ def _info(args: argparse.Namespace) -> int:
               f"vocabulary {hp.vocab_size - 1} + blank, at most {hp.max_symbols_per_step} symbols per frame")
         print(f"frontend     {hp.sample_rate} Hz, {hp.n_mels} mels, window {hp.win_length}, hop {hp.hop_length}, "
               f"n_fft {hp.n_fft}")
+        if model.languages:
+            print(f"languages    {', '.join(model.languages)} (default {model.default_language}; "
+                  f"{hp.num_prompts} prompts)")
         print("tensors")
         for g in model.tensor_groups:
             print(f"  {g.name:<13} {g.type:<5} {g.n_tensors:4d} tensors {g.n_params:>13,} params "
@@ -276,7 +281,7 @@ def _recognize(model: NemotronModel, path: str, args: argparse.Namespace, endpoi
                 audio = sys.stdin.buffer.read()
                 rate = None if is_container(audio[:4]) else args.rate
             return model.transcribe(audio, sample_rate=rate, latency_ms=args.latency, endpointing=endpointing,
-                                    progress=bar)
+                                    progress=bar, language=args.language)
         finally:
             if bar is not None:
                 bar.close()
@@ -390,7 +395,7 @@ def _live(model: NemotronModel, file: Optional[str], args: argparse.Namespace) -
         rate, pieces = _stdin_audio(args.rate, model_rate)
     else:
         rate, pieces = model_rate, lambda seconds: _file_pieces(file, model_rate, seconds, not args.no_pace)
-    stream = model.stream(args.latency, sample_rate=rate, endpointing=endpointing)
+    stream = model.stream(args.latency, sample_rate=rate, endpointing=endpointing, language=args.language)
     seconds = stream.chunk_samples / model_rate
 
     def show(update: StreamUpdate) -> None:
@@ -450,7 +455,7 @@ def _serve(args: argparse.Namespace) -> int:
     with _load(args) as model:
         _check_latency(model, args.latency)
         config = ServerConfig(host=args.host, port=args.port, grpc_port=None if args.no_grpc else args.grpc_port,
-                              api_key=api_key, limits=limits, stream_latency_ms=args.latency)
+                              api_key=api_key, limits=limits, stream_latency_ms=args.latency, language=args.language)
         name = Path(model.path).name
 
         def ready(port: int, grpc_port: Optional[int]) -> None:
@@ -482,6 +487,11 @@ def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
 
 def _add_latency_option(parser: argparse.ArgumentParser, default: Optional[int], text: str) -> None:
     parser.add_argument("--latency", type=_LATENCY, default=default, metavar="MS", help=text)
+
+
+def _add_language_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--language", metavar="CODE", default=None,
+                        help="a multilingual model's language, e.g. de-DE (see info; default: auto, its own detection)")
 
 
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -533,6 +543,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="show a progress bar on stderr (default: when stderr is a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     _add_endpoint_options(transcribe)
+    _add_language_option(transcribe)
     transcribe.set_defaults(run=_transcribe)
 
     stream = sub.add_parser(
@@ -548,6 +559,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="sample rate of raw PCM on stdin (default: 16000; a WAV stream carries its own)")
     stream.add_argument("--no-pace", action="store_true", help="feed FILE as fast as it is recognized")
     _add_endpoint_options(stream)
+    _add_language_option(stream)
     stream.set_defaults(run=_stream)
 
     demo = sub.add_parser(
@@ -558,7 +570,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_latency_option(demo, 160, "chunk latency: 80, 160, 560 or 1120 ms (default: 160)")
     demo.add_argument("--no-pace", action="store_true", help="feed the sample as fast as it is recognized")
     _add_endpoint_options(demo)
-    demo.set_defaults(run=_demo, rate=16000)
+    demo.set_defaults(run=_demo, rate=16000, language=None)
 
     bench = sub.add_parser(
         "bench", help="measure speed and memory on this machine",
@@ -621,6 +633,7 @@ def _parser() -> argparse.ArgumentParser:
                             f"(default: ${API_KEY_ENV}, else none)")
     _add_latency_option(serve, 160, "the Realtime and Riva streams' default chunk latency: 80, 160, 560 or 1120 ms "
                                     "(default: 160; each session may choose)")
+    _add_language_option(serve)
     serve.add_argument("--max-sessions", type=_THREADS, default=64, metavar="N",
                        help="sessions of all protocols at once; more are refused (default: 64)")
     serve.add_argument("--max-upload-mb", type=_SECONDS, default=25.0, metavar="MB",

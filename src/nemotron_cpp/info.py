@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from . import _lib
 
@@ -67,6 +67,9 @@ class ModelInfo:
     weight_bytes: int  #: bytes of weights the engine holds
     uses_mmap: bool  #: the weights are used in place from the memory-mapped file
     repacked_bytes: int  #: bytes of matrices copied at load into the CPU backend's interleaved layouts
+    #: A multilingual model's languages (its prompt dictionary's codes, in the file's order); () otherwise.
+    languages: Tuple[str, ...] = ()
+    default_language: Optional[str] = None  #: the language of streams that name none ("auto" where there is one)
 
 
 @dataclass(frozen=True)

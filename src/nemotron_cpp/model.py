@@ -125,8 +125,6 @@ class NemotronModel:
         self._vocabulary = tuple(p.decode("utf-8", errors="replace") for p in _lib.pieces(engine))
         self._tensors = tuple(TensorInfo(**t) for t in _lib.tensors(engine))
         self._groups = tuple(TensorGroup(**g) for g in _lib.tensor_groups(engine))
-        self._languages = tuple(code for code, _ in _lib.languages(engine))
-        self._default_language = _lib.default_language(engine)
 
     @classmethod
     def from_pretrained(
@@ -243,13 +241,13 @@ class NemotronModel:
     def languages(self) -> Tuple[str, ...]:
         """A multilingual model's languages (the codes of its prompt dictionary, e.g. ``"de-DE"``,
         and ``"auto"`` where it detects the language itself); ``()`` for a model of one language."""
-        return self._languages
+        return self._info.languages
 
     @property
     def default_language(self) -> Optional[str]:
         """The language of streams that name none: ``"auto"`` where the model has it, else
         ``"en-US"``, else its first; None for a model of one language."""
-        return self._default_language
+        return self._info.default_language
 
     @property
     def frame_seconds(self) -> float:

@@ -9,12 +9,15 @@ rounded to the millisecond (``1.68``, not ``1.6800000000000002``); ``Transcript.
 whole vocabulary and the blank, at the step that emitted it (NeMo's "max_prob" measure before its
 rescaling to [0, 1]). A word's confidence is the lowest of its tokens' (NeMo's default "min"
 aggregation): a word is as uncertain as its least certain piece.
+
+Language tags, the pieces ``<de-DE>`` that multilingual models emit to say what language they hear,
+are not text: they are left out of the tokens, words and text, and reported as ``language``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 __all__ = ["Token", "Word", "Segment", "Transcript"]
 
@@ -52,6 +55,9 @@ class Segment:
     end: float  #: seconds
     words: Tuple[Word, ...]
     tokens: Tuple[Token, ...]
+    #: A multilingual model's language for it: the last language tag (``<de-DE>``) the model emitted
+    #: up to its end, as the code (``"de-DE"``); None where the model emitted none.
+    language: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -63,3 +69,4 @@ class Transcript:
     tokens: Tuple[Token, ...]
     words: Tuple[Word, ...]
     duration: float  #: seconds of audio
+    language: Optional[str] = None  #: the language of the last segment that has one (see Segment.language)

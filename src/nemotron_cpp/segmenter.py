@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .results import Segment, Token, Transcript, Word
-from .text import WORD_START, detokenize, piece_bytes, text_from_bytes
+from .text import WORD_START, detokenize, language_tag, piece_bytes, text_from_bytes
 
 __all__ = ["Endpointing", "Segmenter", "transcript_of"]
 
@@ -61,7 +61,8 @@ def transcript_of(vocabulary: Sequence[str], segments: Sequence[Segment], durati
     tokenizer decodes it."""
     tokens = tuple(t for s in segments for t in s.tokens)
     return Transcript(text=detokenize(vocabulary, [t.id for t in tokens]), segments=tuple(segments), tokens=tokens,
-                      words=tuple(w for s in segments for w in s.words), duration=_ms(duration))
+                      words=tuple(w for s in segments for w in s.words), duration=_ms(duration),
+                      language=next((s.language for s in reversed(segments) if s.language), None))
 
 
 class Segmenter:
@@ -78,6 +79,7 @@ class Segmenter:
 
     def reset(self) -> None:
         """Forgets everything."""
+        self.language: Optional[str] = None  # the last language tag's code
         self.segments: List[Segment] = []
         self._bytes = bytearray()  # every token's piece bytes
         self._utterance: List[Token] = []
@@ -133,6 +135,10 @@ class Segmenter:
         words: List[Word] = []
         segments: List[Segment] = []
         for i, f, p in zip(ids.tolist(), frames.tolist(), confidences.tolist()):
+            code = language_tag(self._vocabulary[i])
+            if code is not None:  # not text: the language the model hears from here on
+                self.language = code
+                continue
             if self._utterance and self._ends(self._utterance[-1].frame, f):
                 segments.append(self._close(words))
             start = min(f * step, duration)
@@ -177,7 +183,8 @@ class Segmenter:
 
     def _make_segment(self, tokens: Sequence[Token], words: Sequence[Word]) -> Segment:
         return Segment(text=text_from_bytes(piece_bytes(self._vocabulary, [t.id for t in tokens])).strip(),
-                       start=tokens[0].start, end=tokens[-1].end, words=tuple(words), tokens=tuple(tokens))
+                       start=tokens[0].start, end=tokens[-1].end, words=tuple(words), tokens=tuple(tokens),
+                       language=self.language)
 
     def _close(self, words: List[Word]) -> Segment:
         if self._word:

@@ -42,6 +42,8 @@ class StreamUpdate:
     new_words: Tuple[Word, ...]  #: words finished by this update (a word ends when the next begins)
     is_final: bool  #: an utterance ended in this update
     segments: Tuple[Segment, ...]  #: the utterances that ended in this update
+    #: A multilingual model's language as it last said (its last language tag), or None.
+    language: Optional[str] = None
 
 
 class Stream:
@@ -178,12 +180,13 @@ class Stream:
                 segments.append(last)
         if not tokens and not segments and not final:
             return StreamUpdate(text=self._text, partial=self._segmenter.partial, new_text="", new_tokens=(),
-                                new_words=(), is_final=False, segments=())
+                                new_words=(), is_final=False, segments=(), language=self._segmenter.language)
         text = self._segmenter.text
         new_text = text[len(self._text):] if text.startswith(self._text) else text
         self._text = text
         return StreamUpdate(text=text, partial=self._segmenter.partial, new_text=new_text, new_tokens=tuple(tokens),
-                            new_words=tuple(words), is_final=bool(segments), segments=tuple(segments))
+                            new_words=tuple(words), is_final=bool(segments), segments=tuple(segments),
+                            language=self._segmenter.language)
 
     @property
     def latency_ms(self) -> int:

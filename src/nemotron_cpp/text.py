@@ -5,12 +5,25 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-__all__ = ["WORD_START", "detokenize", "piece_bytes", "text_from_bytes"]
+__all__ = ["WORD_START", "detokenize", "language_tag", "piece_bytes", "text_from_bytes"]
 
 #: SentencePiece's "▁" (U+2581, 3 bytes in UTF-8): a piece that begins a word starts with it.
 WORD_START = "\u2581"
 _UNKNOWN_SURFACE = " \u2047 "  # SentencePiece prints <unk> as " ⁇ "
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+# Multilingual models (Nemotron 3.5) emit the language they hear as a piece of their vocabulary,
+# "<de-DE>", at the start of an utterance and where the language changes.
+_LANGUAGE_TAG = re.compile("^" + WORD_START + r"?<([a-z]{2,3}(?:-[A-Za-z0-9]{2,4})?)>$")
+
+
+def language_tag(piece: str) -> "str | None":
+    """The language code of a language-tag piece (``"<de-DE>"`` -> ``"de-DE"``), else None.
+
+    >>> language_tag("<de-DE>"), language_tag("▁de"), language_tag("<unk>")
+    ('de-DE', None, None)
+    """
+    match = _LANGUAGE_TAG.match(piece)
+    return match.group(1) if match and piece != "<unk>" else None
 
 
 def detokenize(pieces: Sequence[str], ids: Iterable[int]) -> str:

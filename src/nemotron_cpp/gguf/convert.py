@@ -16,6 +16,7 @@ Needs the ``convert`` extra (``pip install 'nemotron-cpp[convert]'``: gguf and P
 from __future__ import annotations
 
 import base64
+import dataclasses
 import errno
 import hashlib
 import math
@@ -50,7 +51,13 @@ PathLike = Union[str, "os.PathLike[str]"]
 # Where a config leaves a key out, the value is the default of the NeMo class that reads it
 # (ConformerEncoder, RNNTDecoder, RNNTJoint, AudioToMelSpectrogramPreprocessor, greedy decoding).
 _MAX_SYMBOLS_DEFAULT = 10
-_RNNT_MODELS = ("EncDecRNNTBPEModel", "EncDecRNNTModel")
+# RNN-T models; the hybrid ones' auxiliary CTC head is left out (the engine decodes with the RNN-T
+# head), and the ...WithPrompt ones (Nemotron 3.5: the hybrid class in NeMo 2.7.3, the RNN-T one
+# after it) carry a language prompt kernel and dictionary.
+_RNNT_MODELS = ("EncDecRNNTBPEModel", "EncDecRNNTModel", "EncDecHybridRNNTCTCBPEModel",
+                "EncDecHybridRNNTCTCBPEModelWithPrompt", "EncDecRNNTBPEModelWithPrompt")
+#: The auxiliary CTC head's parameters, which the converter leaves out.
+_CTC_HEAD = "ctc_decoder."
 
 
 def _class_name(target: Any) -> str:
@@ -89,8 +96,6 @@ def model_config(config: Mapping[str, Any]) -> Tuple[ModelSize, Preprocessor]:
     durations = _section(config, "model_defaults").get("tdt_durations") or joint.get("num_extra_outputs")
     if str(loss_name).lower() == "tdt" or durations or _section(config, "decoding").get("model_type") == "tdt":
         problems.append("a TDT head (token-and-duration transducer); only plain RNN-T is supported")
-    if "aux_ctc" in config or "ctc_decoder" in config:
-        problems.append("a hybrid RNN-T/CTC model; only plain RNN-T is supported")
 
     # --- encoder
     if enc:
@@ -213,10 +218,15 @@ def model_config(config: Mapping[str, Any]) -> Tuple[ModelSize, Preprocessor]:
     prompted = "prompt_dictionary" in defaults or "num_prompts" in config or "num_prompts" in defaults
     num_prompts = int(config.get("num_prompts") or defaults.get("num_prompts") or 128) if prompted else 0
     if prompted:
-        # The engine runs them (files of either layout load); this converter does not write their
-        # prompt kernel and dictionary yet.
-        problems.append(f"language prompts (num_prompts {num_prompts}): converting multilingual models is not "
-                        f"supported yet")
+        dictionary = defaults.get("prompt_dictionary")
+        if not isinstance(dictionary, dict) or not dictionary:
+            raise ModelFileError("model_defaults.prompt_dictionary must map language codes to prompt indexes")
+        try:
+            # YAML reads a bare `no` (Norwegian) as False: the code is its text.
+            languages = tuple(("no" if code is False else str(code), int(index)) for code, index in dictionary.items())
+            size = dataclasses.replace(size, num_prompts=num_prompts, languages=languages)
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"model_defaults.prompt_dictionary is not usable: {exc}") from None
     try:
         _lib.check_hparams(_engine_hparams(size, preprocessor, num_prompts))
     except UnsupportedModelError as exc:
@@ -275,7 +285,7 @@ def _check_state_dict(
 ) -> List[Tuple[str, Tuple[int, ...]]]:
     """The checkpoint's entries in its order, checked against the config's model; returns (name, shape)."""
     expected = {e.name: e.shape for e in state_dict_spec(size, preprocessor)}
-    sd = ckpt.state_dict
+    sd = {n: a for n, a in ckpt.state_dict.items() if not n.startswith(_CTC_HEAD)}
     unexpected = [n for n in sd if n not in expected]
     if unexpected:
         more = f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""

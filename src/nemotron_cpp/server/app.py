@@ -42,6 +42,7 @@ class ServerConfig:
     api_key: Optional[str] = None
     limits: Limits = field(default_factory=Limits)
     stream_latency_ms: int = 160  #: of Realtime and Riva streams that do not choose theirs
+    language: Optional[str] = None  #: a multilingual model's language for sessions that name none
     grace: float = 10.0  #: seconds that work under way may take to finish at shutdown
 
 
@@ -83,8 +84,12 @@ async def serve_async(model: NemotronModel, config: ServerConfig = ServerConfig(
     import uvicorn
 
     scheduler = Scheduler(model, config.limits)
-    state = ServerState(model, scheduler, config.limits, api_key=config.api_key,
-                        stream_latency_ms=config.stream_latency_ms)
+    try:
+        state = ServerState(model, scheduler, config.limits, api_key=config.api_key,
+                            stream_latency_ms=config.stream_latency_ms, language=config.language)
+    except ValueError:
+        scheduler.stop(0)
+        raise
     server: Optional[uvicorn.Server] = None
 
     @contextlib.asynccontextmanager

@@ -146,12 +146,13 @@ async def _transcribe(state: ServerState, form: Any) -> Response:
         if stream and response_format not in ("json", "text"):
             raise _BadField("stream", f"stream=true sends json events: response_format must be json or text, "
                                       f"not {response_format!r}")
-        state.check_language(field("language"))
+        language = state.language_for(field("language"))
         latency = field("latency_ms")
         latency_ms = int(latency) if latency.isdigit() else None
         if latency and latency_ms is None:
             raise _BadField("latency_ms", f"latency_ms must be a whole number of milliseconds, not {latency!r}")
-        session = state.scheduler.open("http", latency_ms=latency_ms, chunking="offline", endpointing=True)
+        session = state.scheduler.open("http", latency_ms=latency_ms, chunking="offline", endpointing=True,
+                                       language=language)
     except _BadField as e:
         return error_response(state, 400, e.message, param=e.param)
     except ServerClosing as e:
@@ -178,7 +179,7 @@ async def _transcribe(state: ServerState, form: Any) -> Response:
     finally:
         session.close()
         await settle(feeding)
-    return _formatted(transcript, response_format, granularities)
+    return _formatted(transcript, response_format, granularities, language, state.model.default_language)
 
 
 class _BadField(Exception):
@@ -225,7 +226,8 @@ def _usage(duration: float) -> Dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(duration)}
 
 
-def _formatted(transcript: Transcript, response_format: str, granularities: List[str]) -> Response:
+def _formatted(transcript: Transcript, response_format: str, granularities: List[str],
+               language: Optional[str], default_language: Optional[str]) -> Response:
     if response_format == "json":
         return JSONResponse({"text": transcript.text, "usage": _usage(transcript.duration)})
     if response_format == "text":
@@ -234,7 +236,9 @@ def _formatted(transcript: Transcript, response_format: str, granularities: List
         return PlainTextResponse(to_srt(transcript))
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
-    body: Dict[str, Any] = {"task": "transcribe", "language": "english", "duration": transcript.duration,
+    # The language Whisper names; a multilingual model's own (detected or asked) code.
+    spoken = transcript.language or language or default_language or "english"
+    body: Dict[str, Any] = {"task": "transcribe", "language": spoken, "duration": transcript.duration,
                             "text": transcript.text}
     if not granularities or "segment" in granularities:
         body["segments"] = [_segment(i, s) for i, s in enumerate(transcript.segments)]

@@ -80,6 +80,7 @@ class _Connection:
         self.format = _Format()
         self.latency_ms = latency_ms
         self.turn_detection: Optional[Dict[str, Any]] = {"type": "server_vad"}
+        self.language: Optional[str] = None  # a multilingual model's language (None: its default)
         self.transcription: Dict[str, Any] = {"model": state.model_id, "language": "en"}
         self.session: Optional[Session] = None
         self.pump: "Optional[asyncio.Task[None]]" = None
@@ -129,7 +130,7 @@ class _Connection:
             silence = self.turn_detection.get("silence_duration_ms")
             endpointing = Endpointing(silence=silence / 1000) if silence else True
         self.session = self.state.scheduler.open("realtime", latency_ms=self.latency_ms, sample_rate=self.format.rate,
-                                                 endpointing=endpointing)
+                                                 endpointing=endpointing, language=self.language)
         self.base_ms = self.total_seconds * 1000
         self.pump = asyncio.create_task(self.forward(self.session))
 
@@ -243,6 +244,7 @@ class _Connection:
         new_format = _Format(coding or self.format.coding, rate or (self.format.rate if coding is None else
                                                                      DEFAULT_RATE))
         new_latency = self.latency_ms
+        new_language = self.language
         new_transcription = dict(self.transcription)
         if transcription is not None:
             if not isinstance(transcription, dict):
@@ -250,7 +252,7 @@ class _Connection:
             language = transcription.get("language")
             if language is not None:
                 try:
-                    self.state.check_language(str(language))
+                    new_language = self.state.language_for(str(language))
                 except ValueError as e:
                     raise _EventError("invalid_value", str(e), "language") from None
             latency = transcription.get("latency_ms", self.latency_ms)
@@ -261,13 +263,13 @@ class _Connection:
             new_latency = latency
             new_transcription.update({k: v for k, v in transcription.items() if k != "latency_ms"})
         new_turn = self.turn_detection if turn is ... else self._turn_detection(turn)
-        changes_stream = (new_format.coding, new_format.rate, new_latency, new_turn) != (
-            self.format.coding, self.format.rate, self.latency_ms, self.turn_detection)
+        changes_stream = (new_format.coding, new_format.rate, new_latency, new_turn, new_language) != (
+            self.format.coding, self.format.rate, self.latency_ms, self.turn_detection, self.language)
         if changes_stream and (self.appended or self.speaking):
-            raise _EventError("session_busy", "the audio format, latency and turn detection change only between "
-                                              "items: commit or clear the audio buffer first", "session")
-        self.format, self.latency_ms, self.transcription, self.turn_detection = (new_format, new_latency,
-                                                                                 new_transcription, new_turn)
+            raise _EventError("session_busy", "the audio format, latency, turn detection and language change only "
+                                              "between items: commit or clear the audio buffer first", "session")
+        self.format, self.latency_ms, self.transcription, self.turn_detection, self.language = (
+            new_format, new_latency, new_transcription, new_turn, new_language)
         if changes_stream:
             await self.close_session()
             self.open_session()

@@ -49,10 +49,10 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         try:
             self._authorize(context)
             config = request.config
-            self._check_config(config)
+            language = self._check_config(config)
             if not request.audio:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "the request holds no audio")
-            session = self._open(chunking="offline", latency_ms=None)
+            session = self._open(chunking="offline", latency_ms=None, language=language)
             feeding = asyncio.create_task(self._feed_whole(session, config, request.audio))
             segments: List[Segment] = []
             duration = 0.0
@@ -84,10 +84,10 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
                              "the first request must carry streaming_config, and the audio follow it")
             streaming = first.streaming_config
             config = streaming.config
-            self._check_config(config)
+            language = self._check_config(config)
             coding, rate = self._stream_coding(config)
-            session = self._open(chunking="stream", latency_ms=self._latency(config), sample_rate=rate,
-                                 endpointing=self._endpointing(config))
+            session = self._open(chunking="stream", latency_ms=self._latency(config), language=language,
+                                 sample_rate=rate, endpointing=self._endpointing(config))
             feeding = asyncio.create_task(self._feed_stream(session, request_iterator, coding))
             try:
                 async for delivery in deliveries(session, feeding):
@@ -128,11 +128,11 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         self.state.metrics.error("riva", error.code.name)
         await context.abort(error.code, error.message)
 
-    def _open(self, chunking: str, latency_ms: Optional[int], sample_rate: Optional[int] = None,
+    def _open(self, chunking: str, latency_ms: Optional[int], language: Optional[str], sample_rate: Optional[int] = None,
               endpointing: Any = True) -> Session:
         try:
             return self.state.scheduler.open("riva", latency_ms=latency_ms, sample_rate=sample_rate,
-                                             chunking=chunking, endpointing=endpointing)
+                                             chunking=chunking, endpointing=endpointing, language=language)
         except ServerClosing as e:
             raise _Abort(grpc.StatusCode.UNAVAILABLE, str(e)) from None
         except Refused as e:
@@ -140,13 +140,14 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         except ValueError as e:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
 
-    def _check_config(self, config: Any) -> None:
-        try:
-            self.state.check_language(config.language_code)
-        except ValueError as e:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+    def _check_config(self, config: Any) -> Optional[str]:
+        """The configuration's language (see ServerState.language_for), after checking the rest."""
         if config.audio_channel_count > 1 and config.encoding != raudio.AudioEncoding.FLAC:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "raw audio must be one channel (audio_channel_count 1)")
+        try:
+            return self.state.language_for(config.language_code)
+        except ValueError as e:
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
 
     @staticmethod
     def _endpointing(config: Any) -> Any:
@@ -222,14 +223,16 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
 
     def _alternative(self, segment: Segment, config: Any) -> Any:
         words = segment.words
+        # The language the model said it heard (a multilingual model's tag), else the one asked for.
+        spoken = segment.language or config.language_code or "en-US"
         alternative = rasr.SpeechRecognitionAlternative(
-            transcript=segment.text, language_code="en-US",
+            transcript=segment.text, language_code=[spoken],
             # Riva's confidence of an utterance: here the mean of its words' (each its least certain token's).
             confidence=sum(w.confidence for w in words) / len(words) if words else 0.0)
         if config.enable_word_time_offsets:
             alternative.words.extend(rasr.WordInfo(word=w.text, start_time=int(round(w.start * 1000)),
                                                    end_time=int(round(w.end * 1000)), confidence=w.confidence,
-                                                   language_code="en-US") for w in words)
+                                                   language_code=spoken) for w in words)
         return alternative
 
 

@@ -169,7 +169,7 @@ class Scheduler:
     # ---- sessions ----------------------------------------------------------------------------
 
     def open(self, protocol: str, *, latency_ms: Optional[int] = None, sample_rate: Optional[int] = None,
-             chunking: str = "stream", endpointing: Any = True) -> Session:
+             chunking: str = "stream", endpointing: Any = True, language: Optional[str] = None) -> Session:
         """A new session in the running event loop; raises ``Refused`` at the session limit (and
         ``ServerClosing`` once shutting down), ValueError for options the model does not take."""
         # Checked here, so that a bad option is the caller's error; the worker makes the stream (making
@@ -178,7 +178,11 @@ class Scheduler:
         geometry.att_right_context(self.model.hparams, latency_ms, None)
         if chunking not in CHUNKINGS:
             raise ValueError(f"chunking must be one of {CHUNKINGS}, not {chunking!r}")
-        options = dict(latency_ms=latency_ms, sample_rate=rate, chunking=chunking, endpointing=endpointing)
+        if language is not None and language not in self.model.languages:
+            raise ValueError(f"unknown language {language!r}; this model knows {', '.join(self.model.languages)}"
+                             if self.model.languages else "this model has no languages to choose from")
+        options = dict(latency_ms=latency_ms, sample_rate=rate, chunking=chunking, endpointing=endpointing,
+                       language=language)
         session = Session(self, protocol, options, asyncio.get_running_loop())
         with self._lock:
             if not self._accepting:

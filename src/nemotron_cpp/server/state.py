@@ -14,10 +14,10 @@ from ..model import NemotronModel
 from .metrics import Metrics
 from .scheduler import Limits, Scheduler
 
-__all__ = ["ServerState", "model_id_of", "LANGUAGES"]
+__all__ = ["ServerState", "model_id_of"]
 
-#: What clients may send as the language of this English model (ISO-639-1, a locale, or the name).
-LANGUAGES = ("en", "english")
+#: What clients may send as the language of an English model (ISO-639-1, a locale, or the name).
+_ENGLISH = ("en", "english")
 
 
 def model_id_of(model: NemotronModel) -> str:
@@ -34,10 +34,13 @@ class ServerState:
     api_key: Optional[str] = None
     model_id: str = ""
     stream_latency_ms: int = 160  #: of Realtime and Riva streams that do not choose theirs
+    language: Optional[str] = None  #: of sessions that name none (None: the model's default)
 
     def __post_init__(self) -> None:
         if not self.model_id:
             self.model_id = model_id_of(self.model)
+        if self.language is not None:
+            self.language = self.language_for(self.language)
 
     @property
     def metrics(self) -> Metrics:
@@ -58,11 +61,26 @@ class ServerState:
         return JSONResponse({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                                        "param": None, "code": "invalid_api_key"}}, 401)
 
-    def check_language(self, language: str) -> None:
-        """Accepts English (or nothing); a ValueError names what this model does."""
-        code = language.strip().lower().replace("_", "-")
-        if code and code.split("-")[0] not in LANGUAGES:
-            raise ValueError(f"this model recognizes English only (language 'en'), not {language!r}")
+    def language_for(self, requested: str) -> Optional[str]:
+        """The model's language for what a client asked (``""``: the default, None): a multilingual
+        model's code, matched without regard to case or ``_``/``-`` (``de_de`` is ``de-DE``), or by its
+        language alone (``de``: the first ``de-...`` the model knows); for an English model None, once
+        the request is English. A ValueError names what the model knows."""
+        code = requested.strip().replace("_", "-")
+        languages = self.model.languages
+        if not languages:
+            if code and code.split("-")[0].lower() not in _ENGLISH:
+                raise ValueError(f"this model recognizes English only (language 'en'), not {requested!r}")
+            return None
+        if not code:
+            return self.language
+        for known in languages:
+            if known.lower() == code.lower():
+                return known
+        for known in languages:
+            if known.lower().split("-")[0] == code.lower():
+                return known
+        raise ValueError(f"this model knows the languages {', '.join(languages)}, not {requested!r}")
 
     def model_card(self) -> Dict[str, Any]:
         """The model as OpenAI's ``/v1/models`` lists one."""
