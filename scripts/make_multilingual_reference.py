@@ -9,8 +9,9 @@ attention contexts ([56, 3] first, then [56, 0], [56, 6], [56, 13]); a prompt di
 indexes for the languages recorded (en-US 0, es-ES 2, fr-FR 8, de-DE 9, it-IT 15, auto 101) and 128
 prompts; a seeded CTC head (which the engine does not use); and a seeded prompt kernel close to
 "add one vector per language to every frame" (Linear [I, L; -I, -L], ReLU, Linear [I, -I], plus
-noise in every weight), so that the joint, tuned on the English model, still emits a mix of blanks
-and tokens and each language changes them. It is saved as ``--model`` (the committed
+noise in every weight), so that each language changes what is recognized; the joint is then tuned
+again (make_reference.py's tune_joint on the English tuning clips through the kernel with auto's
+prompt) to the English model's rate of tokens per frame. It is saved as ``--model`` (the committed
 tests/fixtures/tiny-multilingual.nemo).
 
 For each language, OUT/LANGUAGE/ holds what make_reference.py records (its Recorder: log-mel, encoder
@@ -71,7 +72,7 @@ SEED = 17
 MODES = ("stream",)
 
 
-def build(base: Path, out: Path) -> None:
+def build(base: Path, out: Path, tuning_audio: Sequence[np.ndarray]) -> None:
     """The multilingual tiny model from the English one (see the module's description)."""
     import torch
     from nemo.collections.asr.models import EncDecRNNTBPEModel
@@ -123,6 +124,14 @@ def build(base: Path, out: Path) -> None:
         for p in model.ctc_decoder.parameters():
             p.copy_((p[0].numel() ** -0.5 if p.dim() > 1 else 0.05) * torch.randn(p.shape, generator=gen))
     model.eval()
+    # The kernel moves the encoder output: the joint is tuned again, on what it now sees (auto's prompt),
+    # to the English model's rate of tokens per frame.
+    target = next(s.tokens_per_frame for s in mr.SIZES.values() if s.d_model == d)
+    prompted = PromptedEncoder(model)
+    prompted.prompt = LANGUAGES["auto"]
+    with prompted, torch.inference_mode():
+        tuning = mr.tune_joint(model, tuning_audio, target)
+    print(f"joint tuned: {tuning}")
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save_to(str(out))
     print(f"model: {out} ({sum(p.numel() for p in model.parameters())} parameters)")
@@ -248,8 +257,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     torch.set_num_threads(1)
     torch.set_grad_enabled(False)
-    if not args.model.exists():
-        build(args.base, args.model)
     reuse: Dict[str, str] = {}
     if args.reuse_audio:
         for manifest in args.out.glob("*/manifest.json"):
@@ -265,6 +272,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--languages: choose from {list(LANGUAGES)}")
     unique: List[mr.Clip] = list({CLIPS[lang].name: CLIPS[lang] for lang in languages}.values())
     wavs = mr.prepare_audio(unique, audio_dir, reuse)
+    if not args.model.exists():
+        tuning = mr.prepare_audio([c for c in mr.TUNING_CLIPS if c.name not in wavs], audio_dir, {})
+        build(args.base, args.model, [mr.read_wav_int16(p) for p in {**wavs, **tuning}.values()
+                                      if p.stem in {c.name for c in mr.TUNING_CLIPS}])
     model = EncDecHybridRNNTCTCBPEModelWithPrompt.restore_from(str(args.model), map_location="cpu")
     model.eval()
     model.preprocessor.featurizer.dither = 0.0

@@ -18,7 +18,7 @@ FIXTURES = REPO / "tests" / "fixtures"
 #: The tiny model as NeMo saved it and as the two real converters wrote it (fixtures/README.md).
 FIXTURE_SHA256 = {
     "tiny-random.nemo": "ec98d833270d21661aa6ed9f697b6bc6b783caf230b2732ef014cb61cf43ad22",
-    "tiny-multilingual.nemo": "b67e9a6975eba9398d88147064cf37bb2fed5a577cb9a32073903eb8b812df42",
+    "tiny-multilingual.nemo": "00b09aaf2ecaa292daebdfb6fb287ae44d8814668951da5abd64b1e46f73cbe1",
     "layout-a-tiny.f32.gguf": "ab2cb5ab71d823339c8dd8b12d6139c6012a75b726cfe15c8def2c748f224af8",
     "layout-a-tiny.q8_0.gguf": "69ffd262ea584c57e0c5a90ac535ac9e80b6fad26636c5b61665b62e6a03c4ea",
     "layout-b-tiny.q8_0.gguf": "13388beb704de9342bc365f5c0a4510ce9a9ae4cda69e7662bc87074a1e4c9bc",

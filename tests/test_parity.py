@@ -34,6 +34,10 @@ REFERENCES.update({f"tiny-multilingual/{d.name}": d
 FULL = Path(os.environ.get("NEMOTRON_FULL_REFERENCE", Path.home() / ".cache" / "nemotron-cpp" / "reference" / "full"))
 if (FULL / "manifest.json").exists():
     REFERENCES["full"] = FULL
+# The full-size multilingual model's sets, made on demand too (scripts/make_multilingual_reference.py).
+FULL_MULTILINGUAL = Path(os.environ.get("NEMOTRON_FULL_MULTILINGUAL_REFERENCE", FULL.parent / "full-multilingual"))
+REFERENCES.update({f"full-multilingual/{m.parent.name}": m.parent
+                   for m in sorted(FULL_MULTILINGUAL.glob("*/manifest.json"))})
 MANIFESTS = {name: json.loads((path / "manifest.json").read_text()) for name, path in REFERENCES.items()}
 MANIFEST = MANIFESTS["tiny"]
 REFERENCE = REFERENCES["tiny"]
@@ -43,10 +47,13 @@ CHUNKING = {"offline": "offline", "stream": "stream", "stream_pad": "stream_padd
 ENCODER_TOLERANCE = 5e-5
 # Probabilities from logits that carry the encoder's ~1e-5 error; measured on the tiny set: 1.3e-6.
 CONFIDENCE_TOLERANCE = 1e-5
+# The multilingual models' joints were tuned to steeper logits (make_multilingual_reference.py), which
+# pass more of that error on: measured 2.1e-5 on the tiny sets, 6.4e-5 at full size.
+CONFIDENCE_TOLERANCES = {"tiny-multilingual": 5e-5, "full-multilingual": 1.5e-4}
 
 
 def cases() -> List[Any]:
-    return [pytest.param(ref, clip["name"], case, marks=[pytest.mark.slow] if ref == "full" else [])
+    return [pytest.param(ref, clip["name"], case, marks=[pytest.mark.slow] if ref.startswith("full") else [])
             for ref, manifest in MANIFESTS.items() for clip in manifest["clips"] for case in clip["cases"]]
 
 
@@ -69,8 +76,14 @@ def model_path(ref: str, fixtures_dir: Path, out_dir: Path) -> Path:
         nemo = next((c for c in candidates if c.is_file()), candidates[0])
         if model.get("config_overrides"):
             nemo = _with_config(nemo, model["config_overrides"], out_dir / f"{ref}-nemo")
-        path = convert_nemo(nemo, out_dir / f"{ref}.f32.gguf", force=True)
+        path = _converted(nemo, out_dir)
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def _converted(nemo: Path, out_dir: Path) -> Path:
+    """A .nemo converted once, however many reference sets record it (the multilingual model's)."""
+    return convert_nemo(nemo, out_dir / f"{nemo.parent.name}-{nemo.stem}.f32.gguf", force=True)
 
 
 def _with_config(nemo: Path, overrides: Dict[str, Any], folder: Path) -> Path:
@@ -173,7 +186,8 @@ def check_against_nemo(model: NemotronModel, ref_name: str, clip_name: str, case
     np.testing.assert_array_equal(got["trace"]["frame"], ref[f"{case}__trace_frame"])
     # Confidence: the argmax's softmax probability at every joint step, against NeMo's joint.
     confidence = got["trace"]["confidence"]
-    np.testing.assert_allclose(confidence, ref[f"{case}__trace_confidence"], rtol=0, atol=CONFIDENCE_TOLERANCE)
+    tolerance = CONFIDENCE_TOLERANCES.get(ref_name.split("/")[0], CONFIDENCE_TOLERANCE)
+    np.testing.assert_allclose(confidence, ref[f"{case}__trace_confidence"], rtol=0, atol=tolerance)
     emitted = got["trace"]["token"] != MANIFESTS[ref_name]["model"]["blank_id"]
     np.testing.assert_array_equal(got["confidence"], confidence[emitted])
 

@@ -21,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 from .errors import ChecksumError, DownloadError
 
-__all__ = ["KnownModel", "RECOMMENDED_MODEL", "register", "unregister", "known_models", "is_known",
+__all__ = ["KnownModel", "RECOMMENDED_MODEL", "MULTILINGUAL_MODEL", "register", "unregister", "known_models", "is_known",
            "looks_like_path", "download"]
 
 _log = logging.getLogger("nemotron_cpp")
@@ -75,7 +75,21 @@ RECOMMENDED_MODEL = KnownModel(
                 "NeMo-Speech.cpp's converter; NVIDIA Open Model License",
 )
 
-_REGISTRY: Dict[str, KnownModel] = {RECOMMENDED_MODEL.name: RECOMMENDED_MODEL}
+#: NVIDIA's multilingual model (40 language-locales and automatic detection; see README, "Languages"),
+#: pinned the same way.
+MULTILINGUAL_MODEL = KnownModel(
+    name="nemotron-3.5-asr-streaming-0.6b.q8_0",
+    repo_id="nvidia/nemotron-3.5-asr-streaming-0.6b",
+    filename="nemotron-3.5-asr-streaming-0.6b.q8_0.gguf",
+    revision="1c8deaecc64b91f034d73e08dd8b64625eb3395d",
+    size=741548352,
+    sha256="a5c435f294eea8f88ce68dd27b8c3bfea7f777cb2fbba04fcd30eaa555f429ae",
+    layout="asr",
+    description="NVIDIA's multilingual nemotron-3.5-asr-streaming-0.6b, q8_0, written by NeMo-Speech.cpp's "
+                "converter; NVIDIA Open Model License",
+)
+
+_REGISTRY: Dict[str, KnownModel] = {m.name: m for m in (RECOMMENDED_MODEL, MULTILINGUAL_MODEL)}
 
 
 def register(model: KnownModel) -> Optional[KnownModel]:
