@@ -282,8 +282,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model.preprocessor.featurizer.pad_to = 0
     command = shlex.join(["python", "scripts/make_multilingual_reference.py", *(sys.argv[1:] if argv is None else argv)])
     with torch.inference_mode():
+        inside = args.model.resolve().is_relative_to(mr.REPO)
         record(model, wavs, args.out, MODES, command, languages, args.att_context_sizes or CONTEXTS,
-               mr.display_path(args.model))
+               mr.display_path(args.model) if inside else str(args.model.resolve()))
     for wav in audio_dir.iterdir():
         wav.unlink()
     audio_dir.rmdir()

@@ -72,7 +72,9 @@ def model_path(ref: str, fixtures_dir: Path, out_dir: Path) -> Path:
         path = REFERENCES[ref] / model["conversion"]["output"]
     else:  # a recorded .nemo (the committed sets': the committed tiny model), with the recorded config changes
         source = Path(model["source"])
-        candidates = [fixtures_dir / source.name, REPO / source, REFERENCES[ref] / source]
+        # (A multilingual set's model lies beside its language folders.)
+        candidates = [fixtures_dir / source.name, REPO / source, REFERENCES[ref] / source,
+                      REFERENCES[ref].parent / source.name]
         nemo = next((c for c in candidates if c.is_file()), candidates[0])
         if model.get("config_overrides"):
             nemo = _with_config(nemo, model["config_overrides"], out_dir / f"{ref}-nemo")
