@@ -217,7 +217,8 @@ class Stream:
     @property
     def tokens(self) -> np.ndarray:
         """The token ids of the text so far (since the stream began, or since the utterances
-        before the last ``reset()``)."""
+        before the last ``reset()``); a multilingual model's language tags are not text and are left
+        out (``keep_trace`` shows every emitted id)."""
         return np.array([t.id for t in self._segmenter.tokens], np.int32)
 
     @property
