@@ -26,7 +26,7 @@ from ..formats import to_srt, to_vtt
 from ..results import Segment, Transcript
 from ..segmenter import transcript_of
 from .scheduler import Refused, ServerClosing, Session, deliveries, feed_recording, settle
-from .state import ServerState
+from .state import ServerState, openai_error
 
 __all__ = ["transcriptions", "models", "error_response", "RESPONSE_FORMATS"]
 
@@ -47,9 +47,9 @@ class _Idle(Exception):
 
 def error_response(state: ServerState, status: int, message: str, *, kind: str = "invalid_request_error",
                    param: Optional[str] = None, code: Optional[str] = None) -> JSONResponse:
-    """An error as OpenAI sends one (the openai SDK raises it as the status's exception class)."""
+    """An error as OpenAI sends one, counted in the metrics."""
     state.metrics.error("http", str(status))
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+    return openai_error(status, message, kind=kind, param=param, code=code)
 
 
 def models(request: Request) -> Response:

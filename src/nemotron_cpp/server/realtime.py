@@ -26,7 +26,7 @@ from ..results import Segment
 from ..segmenter import Endpointing
 from .g711 import alaw_to_pcm16, ulaw_to_pcm16
 from .scheduler import BufferFull, Delivery, Refused, ServerClosing, Session
-from .state import ServerState
+from .state import ServerState, openai_error
 
 __all__ = ["realtime"]
 
@@ -427,9 +427,7 @@ def _event_id(text: str) -> Optional[str]:
 async def _deny(websocket: WebSocket, status: int, message: str, code: str) -> None:
     """Refuses the WebSocket handshake with an HTTP answer (OpenAI's error object), or, where the ASGI
     server cannot send one, by closing it with a policy violation."""
-    from starlette.responses import JSONResponse
-
-    body = JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": code}}, status)
+    body = openai_error(status, message, code=code)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(body)
     else:

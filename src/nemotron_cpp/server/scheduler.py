@@ -222,14 +222,21 @@ class Scheduler:
         with self._lock:
             if session._closed:
                 return
-            session._closed = True
-            session._pending.clear()
-            session._pending_samples = 0
-            if session in self._sessions:
-                self._sessions.remove(session)
+            if self._leave(session):
                 self._dropped.append(session)
-                self.metrics.closed(session.protocol)
             self._lock.notify()
+
+    def _leave(self, session: Session) -> bool:
+        """The session is over: nothing more is taken from or for it, and it leaves the count; whether it
+        was still counted. The caller holds the lock; the worker frees its stream."""
+        session._closed = True
+        session._pending.clear()
+        session._pending_samples = 0
+        if session not in self._sessions:
+            return False
+        self._sessions.remove(session)
+        self.metrics.closed(session.protocol)
+        return True
 
     # ---- lifetime ----------------------------------------------------------------------------
 
@@ -260,10 +267,8 @@ class Scheduler:
                 self._lock.wait(min(0.05, max(0.0, deadline - time.monotonic())))
             for session in list(self._sessions):
                 session._deliver(ServerClosing("the server is shutting down"))
-                session._closed = True
-                self._sessions.remove(session)
+                self._leave(session)
                 self._dropped.append(session)
-                self.metrics.closed(session.protocol)
             self._stopping = True
             self._lock.notify()
         self._thread.join()
@@ -381,12 +386,7 @@ class Scheduler:
     def _retire(self, session: Session) -> None:
         """A session whose work is over: its stream is freed and it leaves the count."""
         with self._lock:
-            if session in self._sessions:
-                self._sessions.remove(session)
-                self.metrics.closed(session.protocol)
-            session._closed = True
-            session._pending.clear()
-            session._pending_samples = 0
+            self._leave(session)
             self._lock.notify_all()
         if session.stream is not None:
             session.stream.close()

@@ -14,10 +14,16 @@ from ..model import NemotronModel
 from .metrics import Metrics
 from .scheduler import Limits, Scheduler
 
-__all__ = ["ServerState", "model_id_of"]
+__all__ = ["ServerState", "model_id_of", "openai_error"]
 
 #: What clients may send as the language of an English model (ISO-639-1, a locale, or the name).
 _ENGLISH = ("en", "english")
+
+
+def openai_error(status: int, message: str, *, kind: str = "invalid_request_error", param: Optional[str] = None,
+                 code: Optional[str] = None) -> JSONResponse:
+    """An error as OpenAI's API answers one (the openai SDK raises it as the status's exception class)."""
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
 
 
 def model_id_of(model: NemotronModel) -> str:
@@ -58,8 +64,7 @@ class ServerState:
         if self.key_matches(connection.headers.get("authorization")):
             return None
         self.metrics.error("http", "401")
-        return JSONResponse({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                                       "param": None, "code": "invalid_api_key"}}, 401)
+        return openai_error(401, "Incorrect API key provided.", code="invalid_api_key")
 
     def language_for(self, requested: str) -> Optional[str]:
         """The model's language for what a client asked (``""``: the default, None): a multilingual
