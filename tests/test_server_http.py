@@ -194,3 +194,16 @@ def test_session_limit_is_429() -> None:
             with pytest.raises(openai.RateLimitError, match="limit of 1 sessions"):
                 transcribe(client)
         assert server.metrics()['nemotron_sessions_refused_total{protocol="http"}'] == 1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_sessions=0), "max_sessions must be a positive integer"),
+    (dict(max_buffer_seconds=float("inf")), "max_buffer_seconds must be a positive number of seconds"),
+    (dict(idle_timeout=-1), "idle_timeout must be a positive number of seconds"),
+    (dict(max_upload_bytes=0), "max_upload_bytes must be a positive integer"),
+])
+def test_limits_are_checked(kwargs: dict, message: str) -> None:
+    from nemotron_cpp.server import Limits
+
+    with pytest.raises(ValueError, match=message):
+        Limits(**kwargs)
