@@ -4,6 +4,7 @@ the test process, on free ports."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -12,7 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from nemotron_cpp import NemotronModel
 from nemotron_cpp.server import ServerConfig, serve_async
@@ -93,3 +94,15 @@ def running_server(model_path: Path, **config: Any) -> Iterator[Running]:
         thread.join(60)
         assert not thread.is_alive(), "the server did not stop"
         model.close()
+
+
+def commit_recording(ws: Any, pcm16: bytes) -> List[Dict[str, Any]]:
+    """Appends 16-bit PCM to a Realtime session (whose format takes it) in 100 ms pieces, commits it,
+    and returns the events up to the last item's completed transcription."""
+    for i in range(0, len(pcm16), 3200):
+        ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm16[i:i + 3200]).decode()}))
+    ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    events: List[Dict[str, Any]] = []
+    while not events or not events[-1]["type"].endswith("transcription.completed"):
+        events.append(json.loads(ws.recv(timeout=30)))
+    return events

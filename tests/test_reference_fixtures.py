@@ -7,6 +7,7 @@ causal dw_striding subsampling), restated in the engine's stream.h.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -87,7 +88,11 @@ def test_manifest_lists_existing_files_with_matching_audio(manifest: Dict) -> No
             assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 16000)
             assert w.getnframes() == clip["samples"]
     listed = {c["wav"] for c in manifest["clips"]} | {c["npz"] for c in manifest["clips"]} | {"manifest.json"}
+    # scripts/make_decoding_reference.py's record of NeMo decoding these cases again (phrase boosting, beam search)
+    listed.add("decoding.json.gz")
     assert {p.name for p in REFERENCE.iterdir()} == listed
+    decoding = json.loads(gzip.decompress((REFERENCE / "decoding.json.gz").read_bytes()))
+    assert decoding["model"]["sha256"] == manifest["model"]["sha256"]
 
 
 def test_committed_size_is_within_budget() -> None:

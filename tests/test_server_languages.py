@@ -3,12 +3,11 @@ locale, or a language alone) is the stream's, and what it recognizes is what the
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator
 
 import pytest
 import soundfile
@@ -23,7 +22,7 @@ import websockets.sync.client  # noqa: E402
 from nemotron_cpp import NemotronModel  # noqa: E402
 from nemotron_cpp.gguf.convert import convert_nemo  # noqa: E402
 
-from server_harness import Running, running_server  # noqa: E402
+from server_harness import Running, commit_recording, running_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO / "tests" / "reference" / "tiny-multilingual"
@@ -91,13 +90,7 @@ def test_realtime_language(server: Running, multilingual: Path) -> None:
         ws.send(json.dumps({"type": "session.update", "session": {
             "type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}}))
         assert json.loads(ws.recv())["type"] == "session.updated"
-        data = audio.tobytes()
-        for i in range(0, len(data), 3200):
-            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(data[i:i + 3200]).decode()}))
-        ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
-        events: List[dict] = []
-        while not events or not events[-1]["type"].endswith("transcription.completed"):
-            events.append(json.loads(ws.recv(timeout=30)))
+        events = commit_recording(ws, audio.tobytes())
         ws.send(json.dumps({"type": "transcription_session.update", "session": {
             "input_audio_transcription": {"language": "xx"}}}))
         error = json.loads(ws.recv(timeout=30))

@@ -4,12 +4,13 @@ engine, without PyTorch or NeMo."""
 from __future__ import annotations
 
 from .audio import AudioLevelWarning, TruncatedAudioWarning, decode_audio
+from .boosting import Boosting
 from .demo import DemoModelWarning
 from .errors import (AudioError, BackendError, ChecksumError, DownloadError, ModelFileError, NemotronError,
                      UnsupportedModelError)
 from .info import DeviceInfo, HParams, ModelInfo, SystemInfo, TensorGroup, TensorInfo, system_info
 from .model import NemotronModel
-from .results import Segment, Token, Transcript, Word
+from .results import Hypothesis, Segment, Token, Transcript, Word
 from .segmenter import Endpointing
 from .stream import Stream, StreamUpdate
 from .text import detokenize
@@ -21,10 +22,12 @@ __all__ = [
     "Stream",
     "StreamUpdate",
     "Endpointing",
+    "Boosting",
     "Transcript",
     "Segment",
     "Word",
     "Token",
+    "Hypothesis",
     "decode_audio",
     "detokenize",
     "HParams",

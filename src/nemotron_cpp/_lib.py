@@ -354,7 +354,8 @@ _CHUNKING = {
 
 
 def stream_init(model: Handle, att_right_context: int, chunking: str, keep_encoder_output: bool,
-                keep_trace: bool, endpoint_reset: Tuple[int, int] = (0, 0), language: Optional[str] = None) -> Handle:
+                keep_trace: bool, endpoint_reset: Tuple[int, int] = (0, 0), language: Optional[str] = None,
+                beam_size: int = 1) -> Handle:
     params = _ffi.new("struct nemotron_stream_params *", _lib.nemotron_stream_default_params())
     code = _ffi.new("char[]", language.encode("utf-8")) if language is not None else _ffi.NULL
     params.language = code  # `code` outlives the call below, which copies what it needs
@@ -363,9 +364,24 @@ def stream_init(model: Handle, att_right_context: int, chunking: str, keep_encod
     params.keep_encoder_output = keep_encoder_output
     params.keep_trace = keep_trace
     params.endpoint_reset_silence_frames, params.endpoint_reset_min_utterance_frames = endpoint_reset
+    params.beam_size = beam_size
     out = _ffi.new("struct nemotron_stream **")
     _check(_lib.nemotron_stream_init(model.live(), params, out))
     return Handle(_ffi.gc(out[0], _lib.nemotron_stream_free), "stream", model)
+
+
+def stream_set_phrases(stream: Any, phrases: Sequence[Sequence[int]], scores: Sequence[float], alpha: float,
+                       context_score: float, depth_scaling: float, unk_score: float) -> None:
+    """Sets the token-id phrases a stream boosts (none: boosting off) with NeMo's boosting-tree parameters."""
+    params = _ffi.new("struct nemotron_boosting_params *", _lib.nemotron_boosting_default_params())
+    params.alpha, params.context_score, params.depth_scaling, params.unk_score = (
+        alpha, context_score, depth_scaling, unk_score)
+    tokens = np.array([t for phrase in phrases for t in phrase], np.int32)
+    lengths = np.array([len(phrase) for phrase in phrases], np.int32)
+    own = np.array(scores, np.float64)
+    _check(_lib.nemotron_stream_set_phrases(stream, _ffi.from_buffer("int32_t[]", tokens),
+                                            _ffi.from_buffer("int32_t[]", lengths), _ffi.from_buffer("double[]", own),
+                                            len(phrases), params))
 
 
 def stream_push(stream: Any, samples: "np.ndarray") -> None:
@@ -407,6 +423,17 @@ def stream_take_tokens(stream: Any) -> Tuple["np.ndarray", "np.ndarray", "np.nda
         _lib.nemotron_stream_take_tokens(stream, _ffi.from_buffer("int32_t[]", ids), _ffi.from_buffer("int32_t[]", frames),
                                          _ffi.from_buffer("float[]", confidences), n)
     return ids, frames, confidences
+
+
+def stream_nbest(stream: Any) -> List[Tuple["np.ndarray", float]]:
+    """Beam search's hypotheses once the stream has ended, best first: (token ids, score)."""
+    out = []
+    n, score = _ffi.new("int *"), _ffi.new("float *")
+    for i in range(_lib.nemotron_stream_n_hypotheses(stream)):
+        ids = _lib.nemotron_stream_hypothesis(stream, i, n, score)
+        out.append((np.frombuffer(_ffi.buffer(ids, 4 * n[0]), dtype=np.int32).copy() if n[0] else
+                    np.zeros(0, np.int32), float(score[0])))
+    return out
 
 
 def stream_n_frames(stream: Any) -> int:

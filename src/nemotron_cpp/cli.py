@@ -20,6 +20,7 @@ from . import __version__, hub
 from .audio import (MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioInput, decode_audio, is_container, iter_audio,
                     iter_wav_stream, read_wav_header)
 from .errors import NemotronError
+from .boosting import Boosting, Hotword, parse_hotword_lines
 from .chunking import att_right_context
 from .demo import DEMO_DOMAIN, demo_model_path, demo_sample
 from .formats import FORMATS, format_transcript, plural
@@ -84,6 +85,7 @@ _LATENCY = _checked(int, lambda n: n >= 1, "a positive number of milliseconds")
 _RATE = _checked(int, lambda r: MIN_SAMPLE_RATE <= r <= MAX_SAMPLE_RATE,
                  f"a sample rate from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz")
 _SECONDS = _checked(float, lambda s: 0 < s < float("inf"), "a number of seconds > 0")
+_ALPHA = _checked(float, lambda a: 0 < a <= 100, "a number > 0 and <= 100")
 _SECONDS_OR_ZERO = _checked(float, lambda s: 0 <= s < float("inf"), "a number of seconds >= 0")
 _BACKEND = _checked(_backend, lambda _: True, "auto, cpu, gpu, gpu:N or rpc://HOST:PORT")
 _SERVED_BACKEND = _checked(_backend, lambda text: not text.lower().startswith("rpc://"), "auto, cpu, gpu or gpu:N")
@@ -270,7 +272,7 @@ class _ProgressBar:
 
 
 def _recognize(model: NemotronModel, path: str, args: argparse.Namespace, endpointing: Endpointing,
-               bar: Optional[_ProgressBar]) -> Transcript:
+               bar: Optional[_ProgressBar], hotwords: Optional[List[Hotword]], boosting: Optional[Boosting]) -> Transcript:
     """One FILE (``-``: stdin, a file or raw PCM at --rate) through the model; warnings about it are shown
     after its progress bar."""
     with warnings.catch_warnings(record=True) as caught:
@@ -281,7 +283,8 @@ def _recognize(model: NemotronModel, path: str, args: argparse.Namespace, endpoi
                 audio = sys.stdin.buffer.read()
                 rate = None if is_container(audio[:4]) else args.rate
             return model.transcribe(audio, sample_rate=rate, latency_ms=args.latency, endpointing=endpointing,
-                                    progress=bar, language=args.language)
+                                    progress=bar, language=args.language, hotwords=hotwords, boosting=boosting,
+                                    beam_size=args.beam_size)
         finally:
             if bar is not None:
                 bar.close()
@@ -298,14 +301,18 @@ def _transcribe(args: argparse.Namespace) -> int:
     endpointing = Endpointing(silence=args.silence, min_utterance=args.min_utterance,
                               reset_decoder=args.reset_decoder)
     failed = 0
+    hotwords, boosting = _hotwords(args)
     with _load(args) as model:
         _check_latency(model, args.latency)
+        if hotwords:
+            model.check_hotwords(hotwords)  # phrases the vocabulary cannot spell fail here, once
         results: List[Dict[str, Any]] = []
         for path in args.files:
             label = "stdin" if path == "-" else path
             try:
                 transcript = _recognize(model, path, args, endpointing,
-                                        _ProgressBar(Path(label).name, sys.stderr) if show_progress else None)
+                                        _ProgressBar(Path(label).name, sys.stderr) if show_progress else None,
+                                        hotwords, boosting)
             except (OSError, NemotronError, ValueError) as e:
                 # The file's error (naming the file, unless it already does), then the next file; the exit
                 # status says that one failed.
@@ -395,7 +402,9 @@ def _live(model: NemotronModel, file: Optional[str], args: argparse.Namespace) -
         rate, pieces = _stdin_audio(args.rate, model_rate)
     else:
         rate, pieces = model_rate, lambda seconds: _file_pieces(file, model_rate, seconds, not args.no_pace)
-    stream = model.stream(args.latency, sample_rate=rate, endpointing=endpointing, language=args.language)
+    hotwords, boosting = _hotwords(args)
+    stream = model.stream(args.latency, sample_rate=rate, endpointing=endpointing, language=args.language,
+                          hotwords=hotwords, boosting=boosting, beam_size=args.beam_size)
     seconds = stream.chunk_samples / model_rate
 
     def show(update: StreamUpdate) -> None:
@@ -494,6 +503,30 @@ def _add_language_option(parser: argparse.ArgumentParser) -> None:
                         help="a multilingual model's language, e.g. de-DE (see info; default: auto, its own detection)")
 
 
+def _add_hotword_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hotword", action="append", default=[], metavar="PHRASE",
+                        help="a word or phrase to boost, optionally followed by ' :WEIGHT' (repeatable)")
+    parser.add_argument("--hotwords", metavar="FILE",
+                        help="phrases to boost, one per line, each optionally followed by ' :WEIGHT' (its score "
+                             "instead of 1.0); # starts a comment")
+    parser.add_argument("--hotword-alpha", type=_ALPHA, default=Boosting().alpha, metavar="X",
+                        help=f"how strongly phrases are boosted (default: {Boosting().alpha:g})")
+    parser.add_argument("--beam-size", type=_THREADS, default=1, metavar="N",
+                        help="beam search with N hypotheses (NeMo's malsd_batch; default 1: greedy decoding); "
+                             "--format json lists the N best")
+
+
+def _hotwords(args: argparse.Namespace) -> Tuple[Optional[List[Hotword]], Optional[Boosting]]:
+    """The --hotword/--hotwords phrases and their settings (None, None: no boosting)."""
+    phrases = parse_hotword_lines(args.hotword, "--hotword")
+    if args.hotwords:
+        with open(args.hotwords, encoding="utf-8") as f:
+            phrases += parse_hotword_lines(f.read().splitlines(), args.hotwords)
+    if not phrases:
+        return None, None
+    return phrases, Boosting(alpha=args.hotword_alpha)
+
+
 def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     defaults = Endpointing()
     parser.add_argument("--silence", type=_SECONDS, default=defaults.silence, metavar="SECONDS",
@@ -544,6 +577,7 @@ def _parser() -> argparse.ArgumentParser:
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     _add_endpoint_options(transcribe)
     _add_language_option(transcribe)
+    _add_hotword_options(transcribe)
     transcribe.set_defaults(run=_transcribe)
 
     stream = sub.add_parser(
@@ -560,6 +594,7 @@ def _parser() -> argparse.ArgumentParser:
     stream.add_argument("--no-pace", action="store_true", help="feed FILE as fast as it is recognized")
     _add_endpoint_options(stream)
     _add_language_option(stream)
+    _add_hotword_options(stream)
     stream.set_defaults(run=_stream)
 
     demo = sub.add_parser(
@@ -570,7 +605,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_latency_option(demo, 160, "chunk latency: 80, 160, 560 or 1120 ms (default: 160)")
     demo.add_argument("--no-pace", action="store_true", help="feed the sample as fast as it is recognized")
     _add_endpoint_options(demo)
-    demo.set_defaults(run=_demo, rate=16000, language=None)
+    demo.set_defaults(run=_demo, rate=16000, language=None, hotword=[], hotwords=None, hotword_alpha=Boosting().alpha,
+                      beam_size=1)
 
     bench = sub.add_parser(
         "bench", help="measure speed and memory on this machine",

@@ -12,11 +12,13 @@ import numpy as np
 
 from . import _lib, chunking as geometry, hub
 from .audio import AudioInput, iter_audio, to_mono_float
+from .boosting import Boosting, Hotwords, compile_hotwords
 from .demo import demo_model_path
 from .info import HParams, ModelInfo, TensorGroup, TensorInfo
 from .results import Segment, Transcript
 from .segmenter import Endpointing, transcript_of
 from .stream import PCM, Stream, StreamUpdate, run_together
+from .text import Tokenizer
 
 __all__ = ["NemotronModel"]
 
@@ -123,6 +125,7 @@ class NemotronModel:
         self._info = ModelInfo(**_lib.model_info(engine))
         self._hparams = HParams(**_lib.hparams(engine))
         self._vocabulary = tuple(p.decode("utf-8", errors="replace") for p in _lib.pieces(engine))
+        self._tokenizer = Tokenizer(self._vocabulary)
         self._tensors = tuple(TensorInfo(**t) for t in _lib.tensors(engine))
         self._groups = tuple(TensorGroup(**g) for g in _lib.tensor_groups(engine))
 
@@ -270,6 +273,9 @@ class NemotronModel:
         keep_encoder_output: bool = False,
         keep_trace: bool = False,
         language: Optional[str] = None,
+        hotwords: Optional[Hotwords] = None,
+        boosting: Optional[Boosting] = None,
+        beam_size: int = 1,
     ) -> Stream:
         """A new live stream; see :class:`nemotron_cpp.Stream`.
 
@@ -283,12 +289,16 @@ class NemotronModel:
         streaming), ``"stream_padded"`` (NeMo's ``pad_and_drop_preencoded=True``) or ``"offline"``
         (NeMo's full-utterance path). ``language`` is the language of the audio for a multilingual
         model (one of :attr:`languages`; default :attr:`default_language`); a model of one language
-        takes only None.
+        takes only None. ``hotwords`` are phrases to boost (``["Stella", ("Zyrtec", 2.0)]``: a phrase,
+        or a phrase with its weight), scored as ``boosting`` says (default :class:`Boosting`); see
+        :meth:`Stream.set_hotwords`, which changes them between utterances. ``beam_size`` > 1 decodes
+        with NeMo's beam search (``malsd_batch``) instead of greedily; see :attr:`Stream.nbest`.
         """
         return Stream(self._handle, self._hparams, self._vocabulary,
                       att_right_context=geometry.att_right_context(self._hparams, latency_ms, att_right_context),
                       chunking=chunking, sample_rate=sample_rate, endpointing=_endpointing(endpointing),
-                      keep_encoder_output=keep_encoder_output, keep_trace=keep_trace, language=language)
+                      keep_encoder_output=keep_encoder_output, keep_trace=keep_trace, language=language,
+                      hotwords=hotwords, boosting=boosting, tokenizer=self._tokenizer, beam_size=beam_size)
 
     def step(self, streams: Sequence[Stream], *, final: Union[bool, Sequence[bool]] = False) -> List[StreamUpdate]:
         """Runs many streams together: batched decoding for servers and multi-channel audio.
@@ -313,21 +323,27 @@ class NemotronModel:
         endpointing: Union[bool, Endpointing] = True,
         progress: Optional[ProgressCallback] = None,
         language: Optional[str] = None,
+        hotwords: Optional[Hotwords] = None,
+        boosting: Optional[Boosting] = None,
+        beam_size: int = 1,
     ) -> Iterator[Segment]:
         """Recognizes ``audio`` lazily, yielding each utterance as soon as it has ended; a long file is
         read, resampled and recognized a block at a time, so memory stays bounded. The arguments
         are :meth:`transcribe`'s. The input is opened and checked before this returns."""
-        return self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress, language)[1]
+        return self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress, language,
+                             hotwords, boosting, beam_size)[1]
 
     def _offline(self, audio: AudioInput, sample_rate: Optional[int], latency_ms: Optional[int],
                  att_right_context: Optional[int], endpointing: Union[bool, Endpointing],
-                 progress: Optional[ProgressCallback], language: Optional[str]) -> Tuple[Stream, Iterator[Segment]]:
+                 progress: Optional[ProgressCallback], language: Optional[str], hotwords: Optional[Hotwords],
+                 boosting: Optional[Boosting], beam_size: int) -> Tuple[Stream, Iterator[Segment]]:
         endpoint = _endpointing(endpointing)
         right = geometry.att_right_context(self._hparams, latency_ms, att_right_context)
         blocks = iter_audio(audio, sample_rate, self._hparams.sample_rate)
         first = next(blocks)  # opens and checks the input now, not at the first segment
         stream = Stream(self._handle, self._hparams, self._vocabulary, att_right_context=right,
-                        chunking="offline", endpointing=endpoint, language=language)
+                        chunking="offline", endpointing=endpoint, language=language, hotwords=hotwords,
+                        boosting=boosting, tokenizer=self._tokenizer, beam_size=beam_size)
         return stream, self._recognize(stream, itertools.chain([first], blocks), progress)
 
     @staticmethod
@@ -351,6 +367,9 @@ class NemotronModel:
         endpointing: Union[bool, Endpointing] = True,
         progress: Optional[ProgressCallback] = None,
         language: Optional[str] = None,
+        hotwords: Optional[Hotwords] = None,
+        boosting: Optional[Boosting] = None,
+        beam_size: int = 1,
     ) -> Transcript:
         """Recognizes a whole recording as NeMo's ``transcribe()`` does: the full-utterance encoder
         under the chunked attention mask of ``latency_ms`` (default: the model's first, 1120 ms),
@@ -362,12 +381,14 @@ class NemotronModel:
         the rate of an array or raw PCM (default: the model's 16 kHz); anything not at 16 kHz mono
         is mixed down and resampled. ``endpointing`` splits the result into segments (see
         :meth:`stream`). ``progress(seconds_done, total_seconds)`` is called after each block.
-        ``language``: a multilingual model's language (see :meth:`stream`).
+        ``language``: a multilingual model's language; ``hotwords`` and ``boosting``: phrases to boost
+        (see :meth:`stream`). ``beam_size`` > 1: NeMo's beam search, whose N best the result's ``nbest``
+        lists.
         """
         stream, recognized = self._offline(audio, sample_rate, latency_ms, att_right_context, endpointing, progress,
-                                           language)
+                                           language, hotwords, boosting, beam_size)
         segments = tuple(recognized)
-        return transcript_of(self._vocabulary, segments, stream.seconds)
+        return transcript_of(self._vocabulary, segments, stream.seconds, stream.nbest)
 
     async def astream(
         self,
@@ -404,6 +425,24 @@ class NemotronModel:
                         break
                     yield await loop.run_in_executor(None, stream.feed, piece)
             yield await loop.run_in_executor(None, stream.finalize)
+
+    def check_hotwords(self, hotwords: Hotwords) -> Tuple[Tuple[str, float], ...]:
+        """Checks phrases as :meth:`stream` would take them, without a stream: returns them as
+        ``(phrase, weight)`` pairs (weight 0.0: the default), or raises what ``stream`` raises (a
+        ``ValueError`` naming the phrase and the characters this model cannot spell, for one)."""
+        return tuple(compile_hotwords(self._tokenizer, hotwords)[0])
+
+    def tokenize(self, text: str) -> List[int]:
+        """The token ids of ``text`` as NeMo's SentencePiece tokenizer encodes it (how hotwords are
+        spelled for the decoder); characters the vocabulary cannot spell become ``<unk>`` (id 0).
+
+        >>> model = NemotronModel(tiny_model_path)
+        >>> model.tokenize("the birch") == model.tokenize("  the   birch ")
+        True
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, not {type(text).__name__}")
+        return self._tokenizer.encode(text)
 
     def log_mel(self, samples: np.ndarray) -> np.ndarray:
         """The log-mel features of a whole signal, as NeMo's preprocessor computes them.

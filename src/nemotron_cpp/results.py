@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-__all__ = ["Token", "Word", "Segment", "Transcript"]
+__all__ = ["Token", "Word", "Segment", "Transcript", "Hypothesis"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,17 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Hypothesis:
+    """One of beam search's N best transcripts of a whole stream or recording."""
+
+    text: str
+    token_ids: Tuple[int, ...]  #: language tags left out, as in the text
+    #: Its total log-probability, summed over the search's steps (with hotwords, the boosted one); the
+    #: list is ranked as NeMo ranks it, by ``score / (tokens + 1)``.
+    score: float
+
+
+@dataclass(frozen=True)
 class Transcript:
     """The result of :meth:`NemotronModel.transcribe`: the text, its utterances, words and tokens."""
 
@@ -70,3 +81,5 @@ class Transcript:
     words: Tuple[Word, ...]
     duration: float  #: seconds of audio
     language: Optional[str] = None  #: the language of the last segment that has one (see Segment.language)
+    #: Beam search's N best (``beam_size`` > 1), best first; the first is the text above. ``()`` for greedy decoding.
+    nbest: Tuple[Hypothesis, ...] = ()

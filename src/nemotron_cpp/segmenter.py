@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .results import Segment, Token, Transcript, Word
+from .results import Hypothesis, Segment, Token, Transcript, Word
 from .text import WORD_START, detokenize, language_tag, piece_bytes, text_from_bytes
 
 __all__ = ["Endpointing", "Segmenter", "transcript_of"]
@@ -56,13 +56,20 @@ class Endpointing:
                 max(0, math.ceil((self.min_utterance - 1e-9) / frame_seconds)))
 
 
-def transcript_of(vocabulary: Sequence[str], segments: Sequence[Segment], duration: float) -> Transcript:
+def transcript_of(vocabulary: Sequence[str], segments: Sequence[Segment], duration: float,
+                  nbest: Sequence[Hypothesis] = ()) -> Transcript:
     """A :class:`Transcript` of these utterances; its text decoded from every token at once, as NeMo's
     tokenizer decodes it."""
     tokens = tuple(t for s in segments for t in s.tokens)
     return Transcript(text=detokenize(vocabulary, [t.id for t in tokens]), segments=tuple(segments), tokens=tokens,
                       words=tuple(w for s in segments for w in s.words), duration=_ms(duration),
-                      language=next((s.language for s in reversed(segments) if s.language), None))
+                      language=next((s.language for s in reversed(segments) if s.language), None), nbest=tuple(nbest))
+
+
+def hypothesis_of(vocabulary: Sequence[str], ids: Sequence[int], score: float) -> Hypothesis:
+    """A beam search hypothesis, its language tags left out of its ids and text."""
+    kept = tuple(int(i) for i in ids if not (0 <= i < len(vocabulary) and language_tag(vocabulary[i])))
+    return Hypothesis(text=detokenize(vocabulary, kept), token_ids=kept, score=float(score))
 
 
 class Segmenter:

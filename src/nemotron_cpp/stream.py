@@ -8,10 +8,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _lib, chunking as geometry
+from .boosting import Boosting, Hotwords, compile_hotwords
 from .audio import LevelCheck, Resampler, check_sample_rate, live_samples
 from .info import HParams
-from .results import Segment, Token, Transcript, Word
-from .segmenter import Endpointing, Segmenter, transcript_of
+from .results import Hypothesis, Segment, Token, Transcript, Word
+from .segmenter import Endpointing, Segmenter, hypothesis_of, transcript_of
+from .text import Tokenizer
 
 __all__ = ["Stream", "StreamUpdate", "CHUNKINGS", "PCM", "run_together"]
 
@@ -49,6 +51,10 @@ class StreamUpdate:
 class Stream:
     """One live feed on a model: it owns its encoder caches, decoder state and results.
 
+    With beam search (``beam_size`` > 1) the tokens that every hypothesis holds are handed out as they
+    come, so text still only grows (it trails greedy decoding's by the frames where the hypotheses
+    differ), and ``finalize()`` adds the best hypothesis's rest; :attr:`nbest` then lists the N best.
+
     Made by :meth:`NemotronModel.stream`. ``feed`` takes audio in pieces of any size; the tokens do
     not depend on how the audio is split. With endpointing on, the stream splits its text into
     utterances and says so with ``is_final``; it carries on into the next utterance by itself.
@@ -67,6 +73,10 @@ class Stream:
         keep_encoder_output: bool = False,
         keep_trace: bool = False,
         language: Optional[str] = None,
+        hotwords: Optional[Hotwords] = None,
+        boosting: Optional[Boosting] = None,
+        tokenizer: Optional[Tokenizer] = None,
+        beam_size: int = 1,
     ) -> None:
         """A stream on a model's engine handle, described by its hyperparameters and vocabulary; made
         by :meth:`NemotronModel.stream`."""
@@ -80,15 +90,51 @@ class Stream:
         reset = endpointing.frames(frame_seconds) if endpointing is not None and endpointing.reset_decoder else (0, 0)
         if language is not None and not isinstance(language, str):
             raise TypeError(f"language must be a language code (a string) or None, not {language!r}")
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or not 1 <= beam_size <= hparams.vocab_size:
+            raise ValueError(f"beam_size must be a whole number from 1 (greedy decoding) to the vocabulary size "
+                             f"{hparams.vocab_size}, not {beam_size!r}")
+        if beam_size > 1 and reset != (0, 0):
+            raise ValueError("Endpointing(reset_decoder=True) works with greedy decoding only, not with beam search")
+        #: Hypotheses of the beam search (1: greedy decoding).
+        self.beam_size = beam_size
         self._handle = _lib.stream_init(model, -1 if att_right_context is None else att_right_context, chunking,
-                                        keep_encoder_output, keep_trace, reset, language)
+                                        keep_encoder_output, keep_trace, reset, language, beam_size)
         #: The language the stream recognizes (a multilingual model's code; None for other models).
         self.language = language if language is not None else _lib.default_language(model.live())
         self.chunking = chunking
         self.att_right_context = _lib.stream_att_right_context(self._handle.live())
         self._segmenter = Segmenter(vocabulary, frame_seconds, endpointing)
         self._level = LevelCheck()  # one warning per stream about float audio far outside [-1, 1]
+        self._tokenizer = tokenizer
+        #: The phrases the stream boosts, each with its weight (0.0: ``boosting.context_score``).
+        self.hotwords: Tuple[Tuple[str, float], ...] = ()
+        #: The boosting settings of those phrases (None without hotwords).
+        self.boosting: Optional[Boosting] = None
+        if hotwords is not None:
+            self.set_hotwords(hotwords, boosting)
+        elif boosting is not None:
+            raise ValueError("boosting settings were given without hotwords")
         self._start_over()
+
+    def set_hotwords(self, hotwords: Optional[Hotwords], boosting: Optional[Boosting] = None) -> None:
+        """Boosts these phrases from the next decoding step on, replacing the stream's phrases; None or
+        an empty list turns boosting off. Hotwords are phrases, or (phrase, weight) pairs whose weight
+        replaces ``boosting.context_score`` for that phrase; ``boosting`` defaults to
+        :class:`Boosting`'s defaults. Call it between utterances (after ``is_final``) to change what a
+        live stream listens for: a phrase under way when it is called loses its bonus.
+
+        Raises ``ValueError`` for an empty phrase, a phrase with characters the model's vocabulary
+        cannot spell, or a weight outside (0, 100], and ``TypeError`` for anything but phrases."""
+        if boosting is not None and not isinstance(boosting, Boosting):
+            raise TypeError(f"boosting must be a nemotron_cpp.Boosting or None, not {boosting!r}")
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(self._segmenter.vocabulary)
+        phrases, tokens, weights = compile_hotwords(self._tokenizer, hotwords if hotwords is not None else [])
+        settings = boosting or Boosting()
+        _lib.stream_set_phrases(self._live(), tokens, weights, settings.alpha, settings.context_score,
+                                settings.depth_scaling, settings.unk_score)
+        self.hotwords = tuple(phrases)
+        self.boosting = settings if phrases else None
 
     def _start_over(self) -> None:
         self._resampler = Resampler(self.sample_rate, self._hparams.sample_rate)
@@ -96,6 +142,7 @@ class Stream:
         self._finished = False
         self._segmenter.reset()
         self._text = ""
+        self._nbest: Tuple[Hypothesis, ...] = ()
 
     def feed(self, pcm: PCM, sample_rate: Optional[int] = None) -> StreamUpdate:
         """Adds a piece of audio and runs every chunk that is complete.
@@ -168,6 +215,9 @@ class Stream:
         return self._handle.live()
 
     def _update(self, final: bool) -> StreamUpdate:
+        if final:
+            self._nbest = tuple(hypothesis_of(self._segmenter.vocabulary, ids.tolist(), score)
+                                for ids, score in _lib.stream_nbest(self._live()))
         ids, frames, confidences = _lib.stream_take_tokens(self._live())
         # Until the end, a frame may be computed before all of its 80 ms have arrived (the subsampling
         # is causal), so times are clipped to the audio only once its length is known.
@@ -213,6 +263,12 @@ class Stream:
         pending = self._segmenter.pending_segment()
         segments = self.segments + ((pending,) if pending is not None else ())
         return transcript_of(self._segmenter.vocabulary, segments, self.seconds)
+
+    @property
+    def nbest(self) -> Tuple[Hypothesis, ...]:
+        """Beam search's N best transcripts of the stream once ``finalize()`` has run, best first (the first
+        is :attr:`text`, utterances joined); ``()`` before that and for greedy decoding."""
+        return self._nbest
 
     @property
     def tokens(self) -> np.ndarray:

@@ -3,7 +3,8 @@
 A transcription is NeMo's full-utterance recognition, as :meth:`NemotronModel.transcribe` gives
 it (the same tokens, segments and times), computed through the scheduler beside the live
 sessions. ``stream=true`` sends the text as it is recognized, as server-sent events the way
-OpenAI's streaming transcription sends them.
+OpenAI's streaming transcription sends them. ``prompt`` names words and phrases to expect, separated
+by commas (OpenAI's advice for vocabulary): they are boosted as ``hotwords``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..formats import to_srt, to_vtt
 from ..results import Segment, Transcript
 from ..segmenter import transcript_of
 from .scheduler import Refused, ServerClosing, Session, deliveries, feed_recording, settle
-from .state import ServerState, openai_error
+from .state import ServerState, openai_error, prompt_hotwords
 
 __all__ = ["transcriptions", "models", "error_response", "RESPONSE_FORMATS"]
 
@@ -151,8 +152,13 @@ async def _transcribe(state: ServerState, form: Any) -> Response:
         latency_ms = int(latency) if latency.isdigit() else None
         if latency and latency_ms is None:
             raise _BadField("latency_ms", f"latency_ms must be a whole number of milliseconds, not {latency!r}")
+        hotwords = prompt_hotwords(field("prompt"))
+        try:
+            state.model.check_hotwords(hotwords)
+        except ValueError as e:
+            raise _BadField("prompt", f"prompt: {e}") from None
         session = state.scheduler.open("http", latency_ms=latency_ms, chunking="offline", endpointing=True,
-                                       language=language)
+                                       language=language, hotwords=hotwords)
     except _BadField as e:
         return error_response(state, 400, e.message, param=e.param)
     except ServerClosing as e:

@@ -26,7 +26,7 @@ from ..results import Segment
 from ..segmenter import Endpointing
 from .g711 import alaw_to_pcm16, ulaw_to_pcm16
 from .scheduler import BufferFull, Delivery, Refused, ServerClosing, Session
-from .state import ServerState, openai_error
+from .state import ServerState, openai_error, prompt_hotwords
 
 __all__ = ["realtime"]
 
@@ -81,6 +81,7 @@ class _Connection:
         self.latency_ms = latency_ms
         self.turn_detection: Optional[Dict[str, Any]] = {"type": "server_vad"}
         self.language: Optional[str] = None  # a multilingual model's language (None: its default)
+        self.hotwords: List[str] = []  # the transcription's prompt, as phrases to boost
         self.transcription: Dict[str, Any] = {"model": state.model_id, "language": "en"}
         self.session: Optional[Session] = None
         self.pump: "Optional[asyncio.Task[None]]" = None
@@ -130,7 +131,8 @@ class _Connection:
             silence = self.turn_detection.get("silence_duration_ms")
             endpointing = Endpointing(silence=silence / 1000) if silence else True
         self.session = self.state.scheduler.open("realtime", latency_ms=self.latency_ms, sample_rate=self.format.rate,
-                                                 endpointing=endpointing, language=self.language)
+                                                 endpointing=endpointing, language=self.language,
+                                                 hotwords=self.hotwords)
         self.base_ms = self.total_seconds * 1000
         self.pump = asyncio.create_task(self.forward(self.session))
 
@@ -245,6 +247,7 @@ class _Connection:
                                                                      DEFAULT_RATE))
         new_latency = self.latency_ms
         new_language = self.language
+        new_hotwords = self.hotwords
         new_transcription = dict(self.transcription)
         if transcription is not None:
             if not isinstance(transcription, dict):
@@ -255,6 +258,15 @@ class _Connection:
                     new_language = self.state.language_for(str(language))
                 except ValueError as e:
                     raise _EventError("invalid_value", str(e), "language") from None
+            prompt = transcription.get("prompt")
+            if prompt is not None:
+                if not isinstance(prompt, str):
+                    raise _EventError("invalid_value", "prompt is a string of phrases to expect", "prompt")
+                new_hotwords = prompt_hotwords(prompt)
+                try:
+                    self.state.model.check_hotwords(new_hotwords)
+                except ValueError as e:
+                    raise _EventError("invalid_value", f"prompt: {e}", "prompt") from None
             latency = transcription.get("latency_ms", self.latency_ms)
             if latency not in self.state.model.latencies_ms:
                 raise _EventError("invalid_value", f"latency_ms must be one of "
@@ -263,13 +275,13 @@ class _Connection:
             new_latency = latency
             new_transcription.update({k: v for k, v in transcription.items() if k != "latency_ms"})
         new_turn = self.turn_detection if turn is ... else self._turn_detection(turn)
-        changes_stream = (new_format.coding, new_format.rate, new_latency, new_turn, new_language) != (
-            self.format.coding, self.format.rate, self.latency_ms, self.turn_detection, self.language)
+        changes_stream = (new_format.coding, new_format.rate, new_latency, new_turn, new_language, new_hotwords) != (
+            self.format.coding, self.format.rate, self.latency_ms, self.turn_detection, self.language, self.hotwords)
         if changes_stream and (self.appended or self.speaking):
-            raise _EventError("session_busy", "the audio format, latency, turn detection and language change only "
-                                              "between items: commit or clear the audio buffer first", "session")
-        self.format, self.latency_ms, self.transcription, self.turn_detection, self.language = (
-            new_format, new_latency, new_transcription, new_turn, new_language)
+            raise _EventError("session_busy", "the audio format, latency, turn detection, language and prompt change "
+                                              "only between items: commit or clear the audio buffer first", "session")
+        self.format, self.latency_ms, self.transcription, self.turn_detection, self.language, self.hotwords = (
+            new_format, new_latency, new_transcription, new_turn, new_language, new_hotwords)
         if changes_stream:
             await self.close_session()
             self.open_session()

@@ -7,14 +7,16 @@ Streaming: the first request carries the configuration, the rest audio; interim 
 the utterance in progress, a final result (``is_final``) each utterance as our endpointing ends
 it, with word times and confidences (``endpointing_config.stop_history`` sets the silence, in ms,
 that ends one). ``custom_configuration`` may set ``latency_ms`` (80, 160, 560 or 1120; default: the
-server's, 160 unless ``serve --latency`` says otherwise). ``Recognize`` gives what ``NemotronModel.transcribe`` gives, one result
+server's, 160 unless ``serve --latency`` says otherwise). ``speech_contexts`` (Riva's word boosting)
+boost their phrases as hotwords. ``Recognize`` gives what ``NemotronModel.transcribe`` gives, one result
 per utterance.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, List, Optional, Tuple
+import math
+from typing import Any, AsyncIterator, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -23,6 +25,7 @@ from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
 from riva.client.proto import riva_audio_pb2 as raudio
 
 from ..audio import check_sample_rate, is_container
+from ..boosting import Hotword
 from ..errors import AudioError
 from ..results import Segment
 from ..segmenter import Endpointing
@@ -30,7 +33,10 @@ from .g711 import alaw_to_pcm16, ulaw_to_pcm16
 from .scheduler import Refused, ServerClosing, Session, deliveries, feed_recording, settle
 from .state import ServerState
 
-__all__ = ["RivaASR", "start_grpc_server"]
+__all__ = ["RivaASR", "start_grpc_server", "RIVA_BOOST_PER_WEIGHT"]
+
+#: Riva's word boost that counts as a phrase weight of 1.0 (see RivaASR._hotwords).
+RIVA_BOOST_PER_WEIGHT = 20.0
 
 
 class _Abort(Exception):
@@ -52,7 +58,7 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
             language = self._check_config(config)
             if not request.audio:
                 raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "the request holds no audio")
-            session = self._open(chunking="offline", latency_ms=None, language=language)
+            session = self._open(chunking="offline", latency_ms=None, language=language, hotwords=self._hotwords(config))
             feeding = asyncio.create_task(self._feed_whole(session, config, request.audio))
             segments: List[Segment] = []
             duration = 0.0
@@ -87,7 +93,8 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
             language = self._check_config(config)
             coding, rate = self._stream_coding(config)
             session = self._open(chunking="stream", latency_ms=self._latency(config), language=language,
-                                 sample_rate=rate, endpointing=self._endpointing(config))
+                                 sample_rate=rate, endpointing=self._endpointing(config),
+                                 hotwords=self._hotwords(config))
             feeding = asyncio.create_task(self._feed_stream(session, request_iterator, coding))
             try:
                 async for delivery in deliveries(session, feeding):
@@ -129,10 +136,11 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
         await context.abort(error.code, error.message)
 
     def _open(self, chunking: str, latency_ms: Optional[int], language: Optional[str], sample_rate: Optional[int] = None,
-              endpointing: Any = True) -> Session:
+              endpointing: Any = True, hotwords: Optional[Sequence[Hotword]] = None) -> Session:
         try:
             return self.state.scheduler.open("riva", latency_ms=latency_ms, sample_rate=sample_rate,
-                                             chunking=chunking, endpointing=endpointing, language=language)
+                                             chunking=chunking, endpointing=endpointing, language=language,
+                                             hotwords=hotwords)
         except ServerClosing as e:
             raise _Abort(grpc.StatusCode.UNAVAILABLE, str(e)) from None
         except Refused as e:
@@ -148,6 +156,21 @@ class RivaASR(rasr_grpc.RivaSpeechRecognitionServicer):  # type: ignore[misc]
             return self.state.language_for(config.language_code)
         except ValueError as e:
             raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+
+    @staticmethod
+    def _hotwords(config: Any) -> List[Hotword]:
+        """Riva's word boosting (``speech_contexts``: phrases and a boost each) as hotwords. Riva's boosts
+        run to the tens (20 is a typical one), ours are a phrase's per-token score (1.0 by default): a
+        boost counts as boost / RIVA_BOOST_PER_WEIGHT, and no boost (0) as the default. Negative
+        boosts, which Riva uses to suppress words, are refused."""
+        hotwords: List[Hotword] = []
+        for context in config.speech_contexts:
+            if not math.isfinite(context.boost) or context.boost < 0:
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"speech_contexts boost must be >= 0 (negative "
+                                                               f"boosts are not supported), not {context.boost}")
+            for phrase in context.phrases:
+                hotwords.append((phrase, context.boost / RIVA_BOOST_PER_WEIGHT) if context.boost else phrase)
+        return hotwords
 
     @staticmethod
     def _endpointing(config: Any) -> Any:

@@ -16,13 +16,14 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Deque, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import chunking as geometry
 from ..audio import check_sample_rate, iter_audio, live_samples, to_mono_float
 from ..model import NemotronModel
+from ..boosting import Hotword
 from ..stream import CHUNKINGS, PCM, Stream, StreamUpdate
 from .metrics import Metrics
 
@@ -169,9 +170,11 @@ class Scheduler:
     # ---- sessions ----------------------------------------------------------------------------
 
     def open(self, protocol: str, *, latency_ms: Optional[int] = None, sample_rate: Optional[int] = None,
-             chunking: str = "stream", endpointing: Any = True, language: Optional[str] = None) -> Session:
+             chunking: str = "stream", endpointing: Any = True, language: Optional[str] = None,
+             hotwords: Optional[Sequence[Hotword]] = None) -> Session:
         """A new session in the running event loop; raises ``Refused`` at the session limit (and
-        ``ServerClosing`` once shutting down), ValueError for options the model does not take."""
+        ``ServerClosing`` once shutting down), ValueError for options the model does not take (hotwords
+        it cannot spell among them)."""
         # Checked here, so that a bad option is the caller's error; the worker makes the stream (making
         # one here could wait for a step to finish, holding up the event loop).
         rate = check_sample_rate(sample_rate or self.model.hparams.sample_rate)
@@ -181,8 +184,10 @@ class Scheduler:
         if language is not None and language not in self.model.languages:
             raise ValueError(f"unknown language {language!r}; this model knows {', '.join(self.model.languages)}"
                              if self.model.languages else "this model has no languages to choose from")
+        if hotwords:
+            self.model.check_hotwords(hotwords)
         options = dict(latency_ms=latency_ms, sample_rate=rate, chunking=chunking, endpointing=endpointing,
-                       language=language)
+                       language=language, hotwords=hotwords or None)
         session = Session(self, protocol, options, asyncio.get_running_loop())
         with self._lock:
             if not self._accepting:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
@@ -14,7 +15,7 @@ from ..model import NemotronModel
 from .metrics import Metrics
 from .scheduler import Limits, Scheduler
 
-__all__ = ["ServerState", "model_id_of", "openai_error"]
+__all__ = ["ServerState", "model_id_of", "openai_error", "prompt_hotwords"]
 
 #: What clients may send as the language of an English model (ISO-639-1, a locale, or the name).
 _ENGLISH = ("en", "english")
@@ -24,6 +25,13 @@ def openai_error(status: int, message: str, *, kind: str = "invalid_request_erro
                  code: Optional[str] = None) -> JSONResponse:
     """An error as OpenAI's API answers one (the openai SDK raises it as the status's exception class)."""
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
+
+
+def prompt_hotwords(prompt: str) -> List[str]:
+    """OpenAI's ``prompt`` as phrases to boost: what clients put there for this model is the vocabulary
+    to expect ("ZyntriQix, Digique Plus, CynapseSix", as OpenAI's guide writes it), so phrases are split
+    at commas, semicolons and line breaks."""
+    return [p.strip() for p in re.split(r"[,;\n]", prompt) if p.strip()]
 
 
 def model_id_of(model: NemotronModel) -> str:

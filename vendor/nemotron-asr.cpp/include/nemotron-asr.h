@@ -346,6 +346,11 @@ struct nemotron_stream_params {
        (nemotron_context_language), e.g. "de-DE"; NULL: the model's default language
        (nemotron_context_default_language). Models without language prompts take only NULL. */
     const char *      language;
+    /* Beam search (NeMo's malsd_batch) with this many hypotheses; 0 or 1: greedy decoding. At most the
+       vocabulary size. The tokens every hypothesis shares are handed out as they come, the best
+       hypothesis's rest at the end; nemotron_stream_hypothesis then gives the N-best list. Not with
+       the endpoint reset, nor keep_trace (the trace stays empty). */
+    int32_t           beam_size;
 };
 
 struct nemotron_joint_step {
@@ -391,6 +396,40 @@ NEMOTRON_API nemotron_status nemotron_stream_reset(struct nemotron_stream * stre
  * keep their numbers from the start of the stream. Returns how many it took. */
 NEMOTRON_API int nemotron_stream_take_tokens(struct nemotron_stream * stream, int32_t * ids, int32_t * frames, float * confidences,
                                              int capacity);
+
+/* ---- phrase boosting ------------------------------------------------------------------ */
+
+/* NeMo's boosting tree (BoostingTreeModelConfig and boosting_tree_alpha of its greedy_batch decoding):
+ * whether a step emits a label stays the joint's plain choice; which label is the argmax of the
+ * labels' log-probabilities plus alpha x the tree's score, which rewards each token that continues
+ * a phrase and takes the reward back when a partial match breaks off. */
+struct nemotron_boosting_params {
+    size_t struct_size;
+    float  alpha;         /* weight of the tree's scores (NeMo's boosting_tree_alpha); > 0             */
+    double context_score; /* a phrase's first token's score, unless the phrase has its own (1.0)        */
+    double depth_scaling; /* later token i (from 0) of a phrase: context_score x this + ln(i + 1) (2.0) */
+    double unk_score;     /* tokens that start no phrase (0.0)                                          */
+};
+
+NEMOTRON_API struct nemotron_boosting_params nemotron_boosting_default_params(void);
+
+/* Sets the phrases a stream boosts, replacing any it had; n_phrases 0 turns boosting off. Phrase i is
+ * n_tokens[i] token ids (the model's, the blank excluded) taken in turn from `tokens`, tokenized as
+ * NeMo's tokenizer encodes the text; scores[i] is its own context score (scores NULL, or 0: the
+ * params' context_score). params NULL: the defaults. Takes effect from the stream's next decoding step,
+ * with the phrases' progress starting over; kept across nemotron_stream_reset. */
+NEMOTRON_API nemotron_status nemotron_stream_set_phrases(struct nemotron_stream * stream, const int32_t * tokens,
+                                                         const int32_t * n_tokens, const double * scores, int n_phrases,
+                                                         const struct nemotron_boosting_params * params);
+
+/* Beam search's N-best list once the audio has ended (nemotron_stream_finish, or nemotron_stream_end and
+ * a run): how many hypotheses (0 before the end and for greedy streams), and hypothesis `index` (0:
+ * the best, ranked as NeMo ranks them, by score / (tokens + 1)): its token ids, *n_tokens of them, and
+ * in *score its total log-probability (with boosting, the boosted one). NULL for an index out of
+ * range. Valid until the next feed, finish or reset. */
+NEMOTRON_API int             nemotron_stream_n_hypotheses(const struct nemotron_stream * stream);
+NEMOTRON_API const int32_t * nemotron_stream_hypothesis(const struct nemotron_stream * stream, int index, int * n_tokens,
+                                                        float * score);
 
 NEMOTRON_API void nemotron_stream_free(struct nemotron_stream * stream);
 

@@ -16,6 +16,7 @@
 #include "ggml.h"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -453,13 +454,93 @@ nemotron_status nemotron_stream_init(struct nemotron_context * ctx, const struct
         }
         std::call_once(ctx->rnnt_once, [ctx] { ctx->rnnt.reset(new nemotron::rnnt_weights(ctx->model)); });
         std::unique_ptr<nemotron_stream> s(new nemotron_stream());
+        if (p.beam_size < 0 || p.beam_size > hp.vocab_size) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "beam_size %d: it must be from 1 to the vocabulary size %d "
+                           "(0: greedy)", int(p.beam_size), int(hp.vocab_size));
+        }
         s->impl.reset(new nemotron::stream(ctx->model, ctx->device, ctx->n_threads, *ctx->caches, *ctx->rnnt, right, mode,
-                                           p.keep_encoder_output, p.keep_trace));
+                                           p.keep_encoder_output, p.keep_trace, p.beam_size));
         s->impl->set_endpoint_reset(p.endpoint_reset_silence_frames, p.endpoint_reset_min_utterance_frames);
         s->impl->set_prompt(prompt_of(ctx, p.language));
         s->ctx = ctx;
         ++ctx->refs;
         *out = s.release();
+    });
+}
+
+int nemotron_stream_n_hypotheses(const struct nemotron_stream * s) {
+    return s != nullptr && s->impl != nullptr ? int(s->impl->nbest().size()) : 0;
+}
+
+const int32_t * nemotron_stream_hypothesis(const struct nemotron_stream * s, int index, int * n_tokens, float * score) {
+    if (n_tokens != nullptr) *n_tokens = 0;
+    if (s == nullptr || s->impl == nullptr || index < 0 || size_t(index) >= s->impl->nbest().size()) return nullptr;
+    const nemotron::hypothesis & h = s->impl->nbest()[size_t(index)];
+    if (n_tokens != nullptr) *n_tokens = int(h.tokens.ids.size());
+    if (score != nullptr) *score = h.score;
+    return h.tokens.ids.data();
+}
+
+struct nemotron_boosting_params nemotron_boosting_default_params(void) {
+    nemotron_boosting_params p{};
+    p.struct_size = sizeof(p);
+    const nemotron::boosting_params tree;
+    p.alpha = 1.0f;
+    p.context_score = tree.context_score;
+    p.depth_scaling = tree.depth_scaling;
+    p.unk_score = tree.unk_score;
+    return p;
+}
+
+nemotron_status nemotron_stream_set_phrases(struct nemotron_stream * s, const int32_t * tokens, const int32_t * n_tokens,
+                                            const double * scores, int n_phrases,
+                                            const struct nemotron_boosting_params * params) {
+    return guarded([&] {
+        nemotron::stream & stream = live(s);
+        if (n_phrases < 0) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "n_phrases is %d", n_phrases);
+        if (n_phrases == 0) {
+            stream.set_boosting(nullptr, 0.0f);
+            return;
+        }
+        if (tokens == nullptr || n_tokens == nullptr) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "tokens and n_tokens must not be NULL");
+        nemotron_boosting_params p = nemotron_boosting_default_params();
+        if (params != nullptr) {
+            if (params->struct_size == 0 || params->struct_size > sizeof(p)) {
+                nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "params->struct_size is %zu; expected at most %zu",
+                               params->struct_size, sizeof(p));
+            }
+            std::memcpy(static_cast<void *>(&p), params, params->struct_size);
+        }
+        if (!std::isfinite(p.alpha) || p.alpha <= 0.0f || !std::isfinite(p.context_score) ||
+            !std::isfinite(p.depth_scaling) || !std::isfinite(p.unk_score)) {
+            nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "boosting params must be finite and alpha > 0 (alpha %g, "
+                           "context_score %g, depth_scaling %g, unk_score %g)", double(p.alpha), p.context_score,
+                           p.depth_scaling, p.unk_score);
+        }
+        const int n_labels = s->ctx->model.hparams.vocab_size - 1;
+        std::vector<std::vector<int32_t>> phrases(static_cast<size_t>(n_phrases));
+        std::vector<double> own(static_cast<size_t>(n_phrases), 0.0);
+        const int32_t * next = tokens;
+        for (int i = 0; i < n_phrases; ++i) {
+            if (n_tokens[i] <= 0) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "phrase %d has %d tokens", i, int(n_tokens[i]));
+            for (int32_t k = 0; k < n_tokens[i]; ++k) {
+                if (next[k] < 0 || next[k] >= n_labels) {
+                    nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "phrase %d: token %d is not a label of this model (0..%d)", i,
+                                   int(next[k]), n_labels - 1);
+                }
+            }
+            phrases[size_t(i)].assign(next, next + n_tokens[i]);
+            next += n_tokens[i];
+            if (scores != nullptr) {
+                if (!std::isfinite(scores[i])) nemotron::fail(NEMOTRON_ERR_INVALID_ARG, "phrase %d: score %g", i, scores[i]);
+                own[size_t(i)] = scores[i];
+            }
+        }
+        nemotron::boosting_params tree;
+        tree.context_score = p.context_score;
+        tree.depth_scaling = p.depth_scaling;
+        tree.unk_score = p.unk_score;
+        stream.set_boosting(std::make_shared<const nemotron::boosting_tree>(phrases, own, tree, n_labels), p.alpha);
     });
 }
 

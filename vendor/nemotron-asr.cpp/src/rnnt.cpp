@@ -66,7 +66,54 @@ static void affine(const float * w, const float * b, const float * x, int rows, 
 
 static float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
-greedy_decoder::greedy_decoder(const rnnt_weights & w) : w_(w) {
+rnnt_scratch::rnnt_scratch(const rnnt_weights & w)
+    : gates(4 * size_t(w.n_hidden)),
+      gates_hh(4 * size_t(w.n_hidden)),
+      input(size_t(std::max(w.n_embed, w.n_hidden))),
+      hidden(size_t(w.n_joint)) {}
+
+void predict(const rnnt_weights & w, int32_t label, const float * h_in, const float * c_in, float * h_next, float * c_next,
+             float * pred, rnnt_scratch & s) {
+    const int H = w.n_hidden;
+    // The start of sequence feeds a zero vector (NeMo's blank-as-pad SOS).
+    if (label < 0) {
+        std::fill(s.input.begin(), s.input.begin() + w.n_embed, 0.0f);
+    } else {
+        std::copy_n(w.embed.begin() + size_t(label) * size_t(w.n_embed), w.n_embed, s.input.begin());
+    }
+    int n_in = w.n_embed;
+    for (int l = 0; l < w.n_layers; ++l) {
+        const float * h = h_in + size_t(l) * size_t(H);
+        const float * c = c_in + size_t(l) * size_t(H);
+        affine(w.w_ih[size_t(l)].data(), w.bias[size_t(l)].data(), s.input.data(), 4 * H, n_in, s.gates.data());
+        affine(w.w_hh[size_t(l)].data(), nullptr, h, 4 * H, H, s.gates_hh.data());
+        float * h_out = h_next + size_t(l) * size_t(H);
+        float * c_out = c_next + size_t(l) * size_t(H);
+        for (int j = 0; j < H; ++j) {
+            // PyTorch's gate order: input, forget, cell, output.
+            const float i = sigmoid(s.gates[size_t(j)] + s.gates_hh[size_t(j)]);
+            const float f = sigmoid(s.gates[size_t(H + j)] + s.gates_hh[size_t(H + j)]);
+            const float g = std::tanh(s.gates[size_t(2 * H + j)] + s.gates_hh[size_t(2 * H + j)]);
+            const float o = sigmoid(s.gates[size_t(3 * H + j)] + s.gates_hh[size_t(3 * H + j)]);
+            c_out[j] = f * c[j] + i * g;
+            h_out[j] = o * std::tanh(c_out[j]);
+        }
+        std::copy_n(h_out, H, s.input.begin());
+        n_in = H;
+    }
+    affine(w.pred_w.data(), w.pred_b.data(), s.input.data(), w.n_joint, H, pred);
+}
+
+void project_frame(const rnnt_weights & w, const float * frame, float * enc) {
+    affine(w.enc_w.data(), w.enc_b.data(), frame, w.n_joint, w.d_enc, enc);
+}
+
+void joint(const rnnt_weights & w, const float * enc, const float * pred, rnnt_scratch & s, float * logits) {
+    for (int j = 0; j < w.n_joint; ++j) s.hidden[size_t(j)] = std::max(0.0f, enc[j] + pred[j]);
+    affine(w.out_w.data(), w.out_b.data(), s.hidden.data(), w.n_vocab, w.n_joint, logits);
+}
+
+greedy_decoder::greedy_decoder(const rnnt_weights & w) : w_(w), scratch_(w) {
     const size_t state = size_t(w.n_layers) * size_t(w.n_hidden);
     h_.resize(state);
     c_.resize(state);
@@ -74,11 +121,7 @@ greedy_decoder::greedy_decoder(const rnnt_weights & w) : w_(w) {
     c_next_.resize(state);
     pred_.resize(size_t(w.n_joint));
     enc_.resize(size_t(w.n_joint));
-    hidden_.resize(size_t(w.n_joint));
     logits_.resize(size_t(w.n_vocab));
-    gates_.resize(4 * size_t(w.n_hidden));
-    gates_hh_.resize(4 * size_t(w.n_hidden));
-    input_.resize(size_t(std::max(w.n_embed, w.n_hidden)));
     reset();
 }
 
@@ -88,6 +131,18 @@ void greedy_decoder::reset() {
     last_ = -1;
     pred_valid_ = false;
     utterance_first_ = utterance_last_ = -1;
+    boosting_state_ = boosting_tree::start;
+}
+
+void greedy_decoder::set_boosting(std::shared_ptr<const boosting_tree> tree, float alpha) {
+    // NeMo's trees score the labels before the blank, which is the last id in blank-as-pad models.
+    if (tree != nullptr && (w_.blank != w_.n_vocab - 1 || tree->n_tokens() != w_.blank)) {
+        fail(NEMOTRON_ERR_UNSUPPORTED, "phrase boosting needs the blank as the last id");
+    }
+    boosting_ = std::move(tree);
+    boosting_alpha_ = alpha;
+    boosting_state_ = boosting_tree::start;
+    boosting_scores_.resize(boosting_ != nullptr ? size_t(w_.n_vocab) : 0);
 }
 
 void greedy_decoder::set_endpoint_reset(int silence_frames, int min_utterance_frames) {
@@ -95,36 +150,25 @@ void greedy_decoder::set_endpoint_reset(int silence_frames, int min_utterance_fr
     reset_min_utterance_ = min_utterance_frames;
 }
 
-void greedy_decoder::predict() {
-    const int H = w_.n_hidden;
-    // The start of sequence feeds a zero vector (NeMo's blank-as-pad SOS).
-    if (last_ < 0) {
-        std::fill(input_.begin(), input_.begin() + w_.n_embed, 0.0f);
-    } else {
-        std::copy_n(w_.embed.begin() + size_t(last_) * size_t(w_.n_embed), w_.n_embed, input_.begin());
-    }
-    int n_in = w_.n_embed;
-    for (int l = 0; l < w_.n_layers; ++l) {
-        const float * h = h_.data() + size_t(l) * size_t(H);
-        const float * c = c_.data() + size_t(l) * size_t(H);
-        affine(w_.w_ih[size_t(l)].data(), w_.bias[size_t(l)].data(), input_.data(), 4 * H, n_in, gates_.data());
-        affine(w_.w_hh[size_t(l)].data(), nullptr, h, 4 * H, H, gates_hh_.data());
-        float * h_out = h_next_.data() + size_t(l) * size_t(H);
-        float * c_out = c_next_.data() + size_t(l) * size_t(H);
-        for (int j = 0; j < H; ++j) {
-            // PyTorch's gate order: input, forget, cell, output.
-            const float i = sigmoid(gates_[size_t(j)] + gates_hh_[size_t(j)]);
-            const float f = sigmoid(gates_[size_t(H + j)] + gates_hh_[size_t(H + j)]);
-            const float g = std::tanh(gates_[size_t(2 * H + j)] + gates_hh_[size_t(2 * H + j)]);
-            const float o = sigmoid(gates_[size_t(3 * H + j)] + gates_hh_[size_t(3 * H + j)]);
-            c_out[j] = f * c[j] + i * g;
-            h_out[j] = o * std::tanh(c_out[j]);
+int32_t greedy_decoder::boost(float top1, float log_denom, float & margin) {
+    // NeMo adds the scores to the joint's log-softmax (the joint applies it on the CPU), computed as
+    // torch does: (logit - max) - log(sum(exp(logit - max))).
+    boosting_->scores(boosting_state_, boosting_scores_.data());
+    int32_t best = -1;
+    float first = -INFINITY, second = -INFINITY;
+    for (int k = 0; k < w_.n_vocab; ++k) {
+        if (k == w_.blank) continue;
+        const float v = ((logits_[size_t(k)] - top1) - log_denom) + boosting_alpha_ * boosting_scores_[size_t(k)];
+        if (v > first) {
+            second = first;
+            first = v;
+            best = k;
+        } else if (v > second) {
+            second = v;
         }
-        std::copy_n(h_out, H, input_.begin());
-        n_in = H;
     }
-    affine(w_.pred_w.data(), w_.pred_b.data(), input_.data(), w_.n_joint, H, pred_.data());
-    pred_valid_ = true;
+    margin = first - second;
+    return best;
 }
 
 void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, token_sequence & out,
@@ -137,11 +181,13 @@ void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, to
             utterance_last_ + 1 - utterance_first_ >= reset_min_utterance_) {
             reset();
         }
-        affine(w_.enc_w.data(), w_.enc_b.data(), frames + size_t(t) * size_t(w_.d_enc), w_.n_joint, w_.d_enc, enc_.data());
+        project_frame(w_, frames + size_t(t) * size_t(w_.d_enc), enc_.data());
         for (int emitted = 0; emitted < w_.max_symbols;) {
-            if (!pred_valid_) predict();
-            for (int j = 0; j < w_.n_joint; ++j) hidden_[size_t(j)] = std::max(0.0f, enc_[size_t(j)] + pred_[size_t(j)]);
-            affine(w_.out_w.data(), w_.out_b.data(), hidden_.data(), w_.n_vocab, w_.n_joint, logits_.data());
+            if (!pred_valid_) {
+                predict(w_, last_, h_.data(), c_.data(), h_next_.data(), c_next_.data(), pred_.data(), scratch_);
+                pred_valid_ = true;
+            }
+            joint(w_, enc_.data(), pred_.data(), scratch_, logits_.data());
             int best = 0;
             float top1 = logits_[0], top2 = -INFINITY;
             for (int k = 1; k < w_.n_vocab; ++k) {
@@ -157,8 +203,16 @@ void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, to
             // Shifted by the maximum, so no term overflows; the argmax's own term is exactly 1.
             float denom = 0.0f;
             for (int k = 0; k < w_.n_vocab; ++k) denom += std::exp(logits_[size_t(k)] - top1);
-            const float confidence = 1.0f / denom;
-            if (trace != nullptr) trace->push_back({frame, best, top1 - top2, confidence});
+            float margin = top1 - top2;
+            if (best != w_.blank && boosting_ != nullptr) {
+                // Two decisions: a label rather than the blank (the plain scores), and which (the boosted).
+                float boosted_margin = 0.0f;
+                const float label_margin = top1 - logits_[size_t(w_.blank)];
+                best = boost(top1, std::log(denom), boosted_margin);
+                margin = std::min(label_margin, boosted_margin);
+            }
+            const float confidence = std::exp(logits_[size_t(best)] - top1) / denom;
+            if (trace != nullptr) trace->push_back({frame, best, margin, confidence});
             if (best == w_.blank) break;
             out.ids.push_back(best);
             out.frames.push_back(frame);
@@ -169,6 +223,7 @@ void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, to
             c_.swap(c_next_);
             last_ = best;
             pred_valid_ = false;
+            if (boosting_ != nullptr) boosting_state_ = boosting_->next(boosting_state_, best);
             ++emitted;
         }
     }

@@ -3,9 +3,11 @@
 // advances only on a label; the start of sequence is a zero input with a zero state).
 #pragma once
 
+#include "boosting_tree.h"
 #include "model.h"
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace nemotron {
@@ -21,11 +23,28 @@ struct rnnt_weights {
     std::vector<float> enc_w, enc_b, pred_w, pred_b, out_w, out_b;
 };
 
+// Scratch space of the prediction network and the joint, one per decoder.
+struct rnnt_scratch {
+    explicit rnnt_scratch(const rnnt_weights & w);
+    std::vector<float> gates, gates_hh, input, hidden;
+};
+
+// The prediction network on `label` (-1: the start of sequence, a zero input) from the state (h, c),
+// each [layers][hidden], into (h_next, c_next), with its output through the joint's projection in
+// pred [joint].
+void predict(const rnnt_weights & w, int32_t label, const float * h, const float * c, float * h_next, float * c_next,
+             float * pred, rnnt_scratch & s);
+// The joint's projection of an encoder frame [d_enc] into enc [joint].
+void project_frame(const rnnt_weights & w, const float * frame, float * enc);
+// The joint's logits [vocab] of a projected frame and a prediction.
+void joint(const rnnt_weights & w, const float * enc, const float * pred, rnnt_scratch & s, float * logits);
+
 struct joint_step {
     int32_t frame;  // encoder frame
-    int32_t token;  // argmax, the blank included
-    float   margin; // top-1 minus top-2 logit
-    float   confidence; // softmax probability of the argmax over the vocabulary and the blank
+    int32_t token;  // the decision: the argmax, the blank included (with boosting, the boosted label)
+    float   margin; // how far the scores were from another decision: top-1 minus top-2 logit; with
+                    // boosting, also the boosted top-1 minus top-2 among the labels where it chose one
+    float   confidence; // softmax probability of the token over the vocabulary and the blank
 };
 
 // What greedy decoding emits, in parallel arrays.
@@ -47,20 +66,32 @@ public:
     // prediction network starts over as at the start of the stream. silence_frames 0: never.
     void set_endpoint_reset(int silence_frames, int min_utterance_frames);
 
+    // Phrase boosting as NeMo's greedy_batch applies a boosting tree: whether a step emits a label is
+    // the plain argmax's choice (blank or not); which label, the argmax of the labels' log-probabilities
+    // plus alpha x the tree's scores from the state the emitted labels led to. nullptr: none. The tree
+    // state starts over here and wherever the prediction network does.
+    void set_boosting(std::shared_ptr<const boosting_tree> tree, float alpha);
+
     // Decodes encoder frames ([n][d_enc]) numbered from first_frame; appends the emitted
     // tokens, and every joint step to `trace` when it is not null.
     void decode(const float * frames, int n, int32_t first_frame, token_sequence & out, std::vector<joint_step> * trace);
 
 private:
-    void predict(); // runs the LSTM on last_ from (h_, c_) into (h_next_, c_next_), pred_
-
+    // The boosted label among the labels (the blank excluded), from logits_ with their maximum and
+    // log(sum(exp(logit - maximum))); `margin`: its lead over the next.
+    int32_t boost(float top1, float log_denom, float & margin);
     const rnnt_weights & w_;
-    std::vector<float> h_, c_, h_next_, c_next_; // [layers][hidden]
-    std::vector<float> pred_, enc_, hidden_, logits_, gates_, gates_hh_, input_;
+    rnnt_scratch scratch_;
+    std::vector<float> h_, c_, h_next_, c_next_; // [layers][hidden]; next: after last_
+    std::vector<float> pred_, enc_, logits_;
     int32_t last_ = -1; // -1: start of sequence
     bool pred_valid_ = false;
     int reset_silence_ = 0, reset_min_utterance_ = 0;
     int32_t utterance_first_ = -1, utterance_last_ = -1; // frames of the utterance's first and last tokens
+    std::shared_ptr<const boosting_tree> boosting_;
+    float boosting_alpha_ = 0.0f;
+    int32_t boosting_state_ = boosting_tree::start;
+    std::vector<float> boosting_scores_;
 };
 
 } // namespace nemotron

@@ -8,7 +8,7 @@
 namespace nemotron {
 
 stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, cache_pool & pool, const rnnt_weights & weights,
-               int att_right_context, chunking mode, bool keep_encoder_output, bool keep_trace)
+               int att_right_context, chunking mode, bool keep_encoder_output, bool keep_trace, int beam_size)
     : m_(m),
       right_(att_right_context),
       subsampling_(m.hparams.subsampling_factor),
@@ -21,14 +21,36 @@ stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, cache_
       device_(device),
       n_threads_(n_threads),
       cache_(pool),
-      decoder_(weights) {}
+      decoder_(weights),
+      beam_(beam_size > 1 ? new beam_decoder(weights, beam_size) : nullptr) {}
 
 stream::~stream() = default;
+
+void stream::set_endpoint_reset(int silence_frames, int min_utterance_frames) {
+    if (beam_ != nullptr && silence_frames > 0) {
+        fail(NEMOTRON_ERR_INVALID_ARG, "the endpoint reset works with greedy decoding only, not with beam search");
+    }
+    decoder_.set_endpoint_reset(silence_frames, min_utterance_frames);
+}
+
+void stream::set_boosting(std::shared_ptr<const boosting_tree> tree, float alpha) {
+    if (beam_ != nullptr) {
+        beam_->set_boosting(std::move(tree), alpha);
+    } else {
+        decoder_.set_boosting(std::move(tree), alpha);
+    }
+}
+
+const std::vector<hypothesis> & stream::nbest() const {
+    static const std::vector<hypothesis> none;
+    return beam_ != nullptr ? beam_->nbest() : none;
+}
 
 void stream::reset() {
     frontend_.reset();
     cache_.reset();
     decoder_.reset();
+    if (beam_ != nullptr) beam_->reset();
     tokens.clear();
     trace.clear();
     encoder_output.clear();
@@ -111,7 +133,11 @@ void stream::chunk_input(const chunk_plan & plan, std::vector<float> & input) co
 }
 
 void stream::accept_chunk(const chunk_plan & plan, const float * frames, int n) {
-    decoder_.decode(frames, n, n_encoder_frames, tokens, keep_trace_ ? &trace : nullptr);
+    if (beam_ != nullptr) {
+        beam_->decode(frames, n, n_encoder_frames, tokens);
+    } else {
+        decoder_.decode(frames, n, n_encoder_frames, tokens, keep_trace_ ? &trace : nullptr);
+    }
     if (keep_encoder_output_) {
         encoder_output.insert(encoder_output.end(), frames, frames + size_t(n) * size_t(m_.hparams.d_model));
         chunk_ends.push_back(n_encoder_frames + n);
@@ -160,7 +186,11 @@ void stream::run_streams(const std::vector<stream *> & streams, encoder * batch)
             ready.swap(rest);
         }
     }
-    for (stream * s : streams) s->finished_ = s->ending_;
+    for (stream * s : streams) {
+        // Beam search holds its last hypotheses open until the frames end.
+        if (s->ending_ && !s->finished_ && s->beam_ != nullptr) s->beam_->finish(s->tokens);
+        s->finished_ = s->ending_;
+    }
 }
 
 } // namespace nemotron

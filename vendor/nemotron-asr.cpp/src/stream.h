@@ -11,6 +11,7 @@
 // frame is encoded.
 #pragma once
 
+#include "beam_search.h"
 #include "encoder.h"
 #include "encoder_cache.h"
 #include "mel.h"
@@ -35,8 +36,9 @@ struct chunk_plan {
 class stream {
 public:
     // The stream's caches take a slot of `pool`, which must outlive it.
+    // beam_size > 1: beam search (see beam_decoder), else greedy decoding.
     stream(const model & m, ggml_backend_dev_t device, int n_threads, cache_pool & pool, const rnnt_weights & weights,
-           int att_right_context, chunking mode, bool keep_encoder_output, bool keep_trace);
+           int att_right_context, chunking mode, bool keep_encoder_output, bool keep_trace, int beam_size);
     ~stream();
     stream(const stream &) = delete;
     stream & operator=(const stream &) = delete;
@@ -47,12 +49,14 @@ public:
     void finish() { end(); run_streams({this}, nullptr); }
     void reset();
     // See greedy_decoder::set_endpoint_reset; kept across reset().
-    void set_endpoint_reset(int silence_frames, int min_utterance_frames) {
-        decoder_.set_endpoint_reset(silence_frames, min_utterance_frames);
-    }
+    void set_endpoint_reset(int silence_frames, int min_utterance_frames);
     // The language prompt of a multilingual model's frames (an index into its one-hot prompts);
     // kept across reset().
     void set_prompt(int32_t prompt) { prompt_ = prompt; }
+    // See greedy_decoder::set_boosting; kept across reset().
+    void set_boosting(std::shared_ptr<const boosting_tree> tree, float alpha);
+    // Beam search's hypotheses, best first, once the stream has finished (else none).
+    const std::vector<hypothesis> & nbest() const;
     // Copies the first min(n, capacity) tokens held into the arrays (any may be null) and forgets
     // them; the audio, caches and decoder state carry on. Returns how many.
     size_t take_tokens(int32_t * ids, int32_t * frames, float * confidences, size_t capacity);
@@ -90,6 +94,7 @@ private:
     std::unique_ptr<encoder> encoder_;
     encoder_cache cache_;
     greedy_decoder decoder_;
+    std::unique_ptr<beam_decoder> beam_; // instead of decoder_ where there is one
 
     std::deque<float> mel_;     // frames [mel_offset_, ...) of the stream
     int64_t mel_offset_ = 0;
