@@ -455,6 +455,35 @@ def _rpc_server(args: argparse.Namespace) -> int:
     return 1  # not reached: rpc_serve returns only by raising
 
 
+def _transcribe_dataset(args: argparse.Namespace) -> int:
+    try:
+        from .ray import transcribe_corpus
+    except ImportError:
+        raise ImportError('transcribe-dataset needs the ray extra: pip install "nemotron-cpp[ray]"') from None
+    with _load(args) as model:  # a model that cannot load fails here, not in every worker
+        _check_latency(model, args.latency)
+        path = model.path
+    start = time.monotonic()
+
+    def show(counts: Dict[str, Any]) -> None:
+        if args.quiet:
+            return
+        hours, elapsed = counts["audio_seconds"] / 3600, time.monotonic() - start
+        sys.stderr.write(f"\r{counts['skipped'] + counts['done']}/{counts['files']} files ({counts['errors']} errors), "
+                         f"{hours:.2f} h of audio in {elapsed:.0f} s ({hours / max(elapsed / 3600, 1e-9):.0f} h/h)")
+        sys.stderr.flush()
+
+    counts = transcribe_corpus(args.input, args.output, model=path, address=args.address,
+                               concurrency=args.workers, num_cpus_per_worker=args.cpus_per_worker,
+                               batch_size=args.batch_size, latency_ms=args.latency, language=args.language,
+                               progress=show)
+    if counts["done"] and not args.quiet:
+        sys.stderr.write("\n")
+    _note(args, f"{args.output}: {counts['done']} files transcribed ({counts['errors']} with an error), "
+                f"{counts['skipped']} already there")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .server import Limits, ServerConfig, serve
 
@@ -579,6 +608,30 @@ def _parser() -> argparse.ArgumentParser:
     _add_language_option(transcribe)
     _add_hotword_options(transcribe)
     transcribe.set_defaults(run=_transcribe)
+
+    dataset = sub.add_parser(
+        "transcribe-dataset", help="transcribe a corpus on a Ray cluster",
+        description="Transcribe every audio file of a folder, a glob or a manifest (JSONL as NeMo writes them, CSV "
+                    "or Parquet, with a path or audio_filepath column) with Ray Data: one model per worker, a row per "
+                    "file in OUTPUT (text, segments, words, duration, error). A file that cannot be read gets its "
+                    "error in its row. Files already in OUTPUT are skipped, so a stopped job resumes. Needs the "
+                    "ray extra: pip install \"nemotron-cpp[ray]\".",
+        epilog="example: ray start --head; nemotron-cpp transcribe-dataset calls/ --output calls.parquet "
+               "--address auto --workers 8")
+    dataset.add_argument("input", metavar="INPUT", help="a folder, a glob (quoted) or a manifest")
+    dataset.add_argument("--output", required=True, metavar="OUT",
+                         help="a .jsonl file (rows appended as they finish) or .parquet file (written at the end)")
+    dataset.add_argument("--address", default=None,
+                         help="the Ray cluster's address (auto: the one `ray start` runs here; default: a local "
+                              "one for this job)")
+    dataset.add_argument("--workers", type=_THREADS, default=1, metavar="N", help="model workers (default: 1)")
+    dataset.add_argument("--cpus-per-worker", type=_THREADS, default=1, metavar="N",
+                         help="CPUs and threads of each worker (default: 1)")
+    dataset.add_argument("--batch-size", type=_THREADS, default=8, metavar="N", help="files per batch (default: 8)")
+    _add_model_options(dataset)
+    _add_latency_option(dataset, None, "attention chunk: 80, 160, 560 or 1120 ms (default: 1120, the most accurate)")
+    _add_language_option(dataset)
+    dataset.set_defaults(run=_transcribe_dataset)
 
     stream = sub.add_parser(
         "stream", help="live transcription of stdin or of a file played in real time",
