@@ -51,6 +51,10 @@ rnnt_weights::rnnt_weights(const model & m) {
     pred_b = to_f32(m.joint.pred_b);
     out_w = to_f32(m.joint.out_w);
     out_b = to_f32(m.joint.out_b);
+    // Not value-initialized: the pages of rows never used are never touched.
+    input_gates_.reset(new float[size_t(n_vocab + 1) * 4 * size_t(n_hidden)]);
+    input_ready_.reset(new std::atomic<bool>[size_t(n_vocab + 1)]);
+    for (int i = 0; i <= n_vocab; ++i) input_ready_[size_t(i)].store(false, std::memory_order_relaxed);
 }
 
 // y = W x + b for W row-major [rows][cols], with ggml's SIMD dot product: one decoding
@@ -66,6 +70,22 @@ static void affine(const float * w, const float * b, const float * x, int rows, 
 
 static float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
+const float * rnnt_weights::input_gates(int32_t label) const {
+    const size_t row = label < 0 ? size_t(n_vocab) : size_t(label), width = 4 * size_t(n_hidden);
+    float * gates = input_gates_.get() + row * width;
+    if (!input_ready_[row].load(std::memory_order_acquire)) {
+        std::lock_guard<std::mutex> lock(input_mutex_);
+        if (!input_ready_[row].load(std::memory_order_relaxed)) {
+            // The start of sequence feeds a zero vector (NeMo's blank-as-pad SOS).
+            std::vector<float> input(size_t(n_embed), 0.0f);
+            if (label >= 0) std::copy_n(embed.begin() + std::ptrdiff_t(size_t(label) * size_t(n_embed)), n_embed, input.begin());
+            affine(w_ih[0].data(), bias[0].data(), input.data(), 4 * n_hidden, n_embed, gates);
+            input_ready_[row].store(true, std::memory_order_release);
+        }
+    }
+    return gates;
+}
+
 rnnt_scratch::rnnt_scratch(const rnnt_weights & w)
     : gates(4 * size_t(w.n_hidden)),
       gates_hh(4 * size_t(w.n_hidden)),
@@ -75,31 +95,24 @@ rnnt_scratch::rnnt_scratch(const rnnt_weights & w)
 void predict(const rnnt_weights & w, int32_t label, const float * h_in, const float * c_in, float * h_next, float * c_next,
              float * pred, rnnt_scratch & s) {
     const int H = w.n_hidden;
-    // The start of sequence feeds a zero vector (NeMo's blank-as-pad SOS).
-    if (label < 0) {
-        std::fill(s.input.begin(), s.input.begin() + w.n_embed, 0.0f);
-    } else {
-        std::copy_n(w.embed.begin() + size_t(label) * size_t(w.n_embed), w.n_embed, s.input.begin());
-    }
-    int n_in = w.n_embed;
     for (int l = 0; l < w.n_layers; ++l) {
         const float * h = h_in + size_t(l) * size_t(H);
         const float * c = c_in + size_t(l) * size_t(H);
-        affine(w.w_ih[size_t(l)].data(), w.bias[size_t(l)].data(), s.input.data(), 4 * H, n_in, s.gates.data());
+        const float * gates = l == 0 ? w.input_gates(label) : s.gates.data();
+        if (l > 0) affine(w.w_ih[size_t(l)].data(), w.bias[size_t(l)].data(), s.input.data(), 4 * H, H, s.gates.data());
         affine(w.w_hh[size_t(l)].data(), nullptr, h, 4 * H, H, s.gates_hh.data());
         float * h_out = h_next + size_t(l) * size_t(H);
         float * c_out = c_next + size_t(l) * size_t(H);
         for (int j = 0; j < H; ++j) {
             // PyTorch's gate order: input, forget, cell, output.
-            const float i = sigmoid(s.gates[size_t(j)] + s.gates_hh[size_t(j)]);
-            const float f = sigmoid(s.gates[size_t(H + j)] + s.gates_hh[size_t(H + j)]);
-            const float g = std::tanh(s.gates[size_t(2 * H + j)] + s.gates_hh[size_t(2 * H + j)]);
-            const float o = sigmoid(s.gates[size_t(3 * H + j)] + s.gates_hh[size_t(3 * H + j)]);
+            const float i = sigmoid(gates[j] + s.gates_hh[size_t(j)]);
+            const float f = sigmoid(gates[H + j] + s.gates_hh[size_t(H + j)]);
+            const float g = std::tanh(gates[2 * H + j] + s.gates_hh[size_t(2 * H + j)]);
+            const float o = sigmoid(gates[3 * H + j] + s.gates_hh[size_t(3 * H + j)]);
             c_out[j] = f * c[j] + i * g;
             h_out[j] = o * std::tanh(c_out[j]);
         }
         std::copy_n(h_out, H, s.input.begin());
-        n_in = H;
     }
     affine(w.pred_w.data(), w.pred_b.data(), s.input.data(), w.n_joint, H, pred);
 }

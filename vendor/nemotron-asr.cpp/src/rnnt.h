@@ -6,8 +6,10 @@
 #include "boosting_tree.h"
 #include "model.h"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 namespace nemotron {
@@ -21,6 +23,17 @@ struct rnnt_weights {
     std::vector<std::vector<float>> w_ih, w_hh; // per layer [4 hidden][in]
     std::vector<std::vector<float>> bias;       // per layer b_ih + b_hh [4 hidden]
     std::vector<float> enc_w, enc_b, pred_w, pred_b, out_w, out_b;
+
+    // The first layer's input gates for a label (-1: the start of sequence's zero input): W_ih x embed + the
+    // biases [4 hidden]. They are the same at every step that follows the label, so each label's are
+    // computed once, when first needed (by any stream, on any thread), and read from then on: a step
+    // reads a row instead of the first layer's input matrix.
+    const float * input_gates(int32_t label) const;
+
+private:
+    mutable std::unique_ptr<float[]> input_gates_;            // [vocab + 1][4 hidden]; the last row: -1
+    mutable std::unique_ptr<std::atomic<bool>[]> input_ready_; // [vocab + 1]
+    mutable std::mutex input_mutex_;
 };
 
 // Scratch space of the prediction network and the joint, one per decoder.
