@@ -79,11 +79,10 @@ void beam_decoder::set_boosting(std::shared_ptr<const boosting_tree> tree, float
     for (slot & s : slots_) s.boosting_state = boosting_tree::start;
 }
 
-void beam_decoder::scores(int k, std::vector<float> & log_probs, std::vector<float> & raw) {
+void beam_decoder::scores(int k, const float * logits, std::vector<float> & log_probs, std::vector<float> & raw) {
     const slot & s = slots_[size_t(k)];
-    joint(w_, frame(s.time), pred_.data() + size_t(k) * size_t(w_.n_joint), scratch_, logits_.data());
     // NeMo's joint applies log-softmax on the CPU, and the beam search applies it again.
-    log_softmax(logits_.data(), w_.n_vocab, raw.data());
+    log_softmax(logits, w_.n_vocab, raw.data());
     log_probs.resize(size_t(w_.n_vocab));
     log_softmax(raw.data(), w_.n_vocab, log_probs.data());
     std::copy(log_probs.begin(), log_probs.end(), raw.begin());
@@ -109,6 +108,19 @@ bool beam_decoder::step(bool final) {
     }
     if (!any_active) return false;
 
+    // The joint of every hypothesis still in the search, all at once (each weight read once).
+    std::vector<const float *> enc, pred;
+    std::vector<float *> out;
+    logits_.resize(size_t(K) * size_t(w_.n_vocab));
+    for (int k = 0; k < K; ++k) {
+        const slot & s = slots_[size_t(k)];
+        if (s.score == inactive || s.time >= n_frames_) continue;
+        enc.push_back(frame(s.time));
+        pred.push_back(pred_.data() + size_t(k) * size_t(w_.n_joint));
+        out.push_back(logits_.data() + size_t(k) * size_t(w_.n_vocab));
+    }
+    joint(w_, int(enc.size()), enc.data(), pred.data(), scratch_, out.data());
+
     // Candidates: each hypothesis's K best labels.
     std::fill(candidates_.begin(), candidates_.end(), inactive);
     labels_.assign(size_t(K) * size_t(K), -1);
@@ -123,7 +135,7 @@ bool beam_decoder::step(bool final) {
             cand[0] = s.score;
             continue;
         }
-        scores(k, log_probs_, raw_);
+        scores(k, logits_.data() + size_t(k) * size_t(w_.n_vocab), log_probs_, raw_);
         if (s.lasts >= w_.max_symbols) { // max_symbols labels on this frame: the blank only
             cand[0] = s.score + log_probs_[size_t(w_.blank)];
             std::fill(label, label + K, w_.blank);
@@ -185,22 +197,31 @@ bool beam_decoder::step(bool final) {
         for (int i = 0; i < K; ++i) next_[size_t(i)].score = keep[size_t(i)] ? merged[size_t(i)] : inactive;
     }
 
-    // The prediction network of every hypothesis that took a label.
+    // The prediction network of every hypothesis that took a label, all at once.
     const size_t state = size_t(w_.n_layers) * size_t(w_.n_hidden), joint_dim = size_t(w_.n_joint);
+    std::vector<int32_t> labels;
+    std::vector<const float *> h0, c0;
+    std::vector<float *> h1, c1, p1;
     for (int i = 0; i < K; ++i) {
         const int32_t pick = best[size_t(i)], label = labels_[size_t(pick)], from = pick / K;
         float * h = h_next_.data() + size_t(i) * state;
         float * c = c_next_.data() + size_t(i) * state;
-        float * pred = pred_next_.data() + size_t(i) * joint_dim;
-        const float * h0 = h_.data() + size_t(from) * state;
-        const float * c0 = c_.data() + size_t(from) * state;
+        float * p = pred_next_.data() + size_t(i) * joint_dim;
         if (next_[size_t(i)].score != inactive && label >= 0 && label != w_.blank) {
-            predict(w_, label, h0, c0, h, c, pred, scratch_);
+            labels.push_back(label);
+            h0.push_back(h_.data() + size_t(from) * state);
+            c0.push_back(c_.data() + size_t(from) * state);
+            h1.push_back(h);
+            c1.push_back(c);
+            p1.push_back(p);
         } else {
-            std::copy_n(h0, state, h);
-            std::copy_n(c0, state, c);
-            std::copy_n(pred_.data() + size_t(from) * joint_dim, joint_dim, pred);
+            std::copy_n(h_.data() + size_t(from) * state, state, h);
+            std::copy_n(c_.data() + size_t(from) * state, state, c);
+            std::copy_n(pred_.data() + size_t(from) * joint_dim, joint_dim, p);
         }
+    }
+    if (!labels.empty()) {
+        predict(w_, int(labels.size()), labels.data(), h0.data(), c0.data(), h1.data(), c1.data(), p1.data(), scratch_);
     }
     slots_.swap(next_);
     h_.swap(h_next_);

@@ -65,7 +65,8 @@ private:
     };
 
     bool step(bool final);                      // one search step; false where a frame is missing
-    void scores(int k, std::vector<float> & log_probs, std::vector<float> & raw); // of slot k's next labels
+    // Slot k's next labels' log-probabilities from its joint logits (boosted, and as the joint gave them).
+    void scores(int k, const float * logits, std::vector<float> & log_probs, std::vector<float> & raw);
     void commit(int32_t to, token_sequence & out); // hands out the labels from committed_ to node `to`
     const float * frame(int32_t t) const { return enc_.data() + size_t(t - enc_first_) * size_t(w_.n_joint); }
 
@@ -82,7 +83,7 @@ private:
     int32_t enc_first_ = 0, n_frames_ = 0;
     int32_t committed_ = -1; // the last node handed out
     std::vector<hypothesis> nbest_;
-    std::vector<float> logits_, log_probs_, raw_, boost_, candidates_, row_;
+    std::vector<float> logits_, log_probs_, raw_, boost_, candidates_, row_; // logits_: [beam][vocab]
     std::vector<int32_t> labels_;
 };
 

@@ -86,44 +86,80 @@ const float * rnnt_weights::input_gates(int32_t label) const {
     return gates;
 }
 
-rnnt_scratch::rnnt_scratch(const rnnt_weights & w)
-    : gates(4 * size_t(w.n_hidden)),
-      gates_hh(4 * size_t(w.n_hidden)),
-      input(size_t(std::max(w.n_embed, w.n_hidden))),
-      hidden(size_t(w.n_joint)) {}
+rnnt_scratch::rnnt_scratch(const rnnt_weights & w) { fit(w, 1); }
 
-void predict(const rnnt_weights & w, int32_t label, const float * h_in, const float * c_in, float * h_next, float * c_next,
-             float * pred, rnnt_scratch & s) {
-    const int H = w.n_hidden;
-    for (int l = 0; l < w.n_layers; ++l) {
-        const float * h = h_in + size_t(l) * size_t(H);
-        const float * c = c_in + size_t(l) * size_t(H);
-        const float * gates = l == 0 ? w.input_gates(label) : s.gates.data();
-        if (l > 0) affine(w.w_ih[size_t(l)].data(), w.bias[size_t(l)].data(), s.input.data(), 4 * H, H, s.gates.data());
-        affine(w.w_hh[size_t(l)].data(), nullptr, h, 4 * H, H, s.gates_hh.data());
-        float * h_out = h_next + size_t(l) * size_t(H);
-        float * c_out = c_next + size_t(l) * size_t(H);
-        for (int j = 0; j < H; ++j) {
-            // PyTorch's gate order: input, forget, cell, output.
-            const float i = sigmoid(gates[j] + s.gates_hh[size_t(j)]);
-            const float f = sigmoid(gates[H + j] + s.gates_hh[size_t(H + j)]);
-            const float g = std::tanh(gates[2 * H + j] + s.gates_hh[size_t(2 * H + j)]);
-            const float o = sigmoid(gates[3 * H + j] + s.gates_hh[size_t(3 * H + j)]);
-            c_out[j] = f * c[j] + i * g;
-            h_out[j] = o * std::tanh(c_out[j]);
+void rnnt_scratch::fit(const rnnt_weights & w, int n) {
+    gates.resize(size_t(n) * 4 * size_t(w.n_hidden));
+    gates_hh.resize(gates.size());
+    input.resize(size_t(n) * size_t(w.n_hidden));
+    hidden.resize(size_t(n) * size_t(w.n_joint));
+}
+
+// y[i] = W x[i] + b for n inputs, W row-major [rows][cols]: each row of W is read once for all of them,
+// and each product is the same dot product as for one input alone.
+static void affine_many(const float * w, const float * b, const float * const * x, int n, int rows, int cols,
+                        float * const * y) {
+    static const ggml_vec_dot_t dot = ggml_get_type_traits_cpu(GGML_TYPE_F32)->vec_dot;
+    for (int r = 0; r < rows; ++r) {
+        const float * row = w + size_t(r) * size_t(cols);
+        for (int i = 0; i < n; ++i) {
+            float acc = 0.0f;
+            dot(cols, &acc, 0, row, 0, x[i], 0, 1);
+            y[i][r] = acc + (b != nullptr ? b[r] : 0.0f);
         }
-        std::copy_n(h_out, H, s.input.begin());
     }
-    affine(w.pred_w.data(), w.pred_b.data(), s.input.data(), w.n_joint, H, pred);
+}
+
+void predict(const rnnt_weights & w, int n, const int32_t * labels, const float * const * h_in, const float * const * c_in,
+             float * const * h_next, float * const * c_next, float * const * pred, rnnt_scratch & s) {
+    const int H = w.n_hidden;
+    s.fit(w, n);
+    std::vector<const float *> x(static_cast<size_t>(n)), h(static_cast<size_t>(n));
+    std::vector<float *> gates(static_cast<size_t>(n)), gates_hh(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        x[size_t(i)] = s.input.data() + size_t(i) * size_t(H);
+        gates[size_t(i)] = s.gates.data() + size_t(i) * 4 * size_t(H);
+        gates_hh[size_t(i)] = s.gates_hh.data() + size_t(i) * 4 * size_t(H);
+    }
+    for (int l = 0; l < w.n_layers; ++l) {
+        for (int i = 0; i < n; ++i) h[size_t(i)] = h_in[i] + size_t(l) * size_t(H);
+        if (l > 0) affine_many(w.w_ih[size_t(l)].data(), w.bias[size_t(l)].data(), x.data(), n, 4 * H, H, gates.data());
+        affine_many(w.w_hh[size_t(l)].data(), nullptr, h.data(), n, 4 * H, H, gates_hh.data());
+        for (int i = 0; i < n; ++i) {
+            const float * in = l == 0 ? w.input_gates(labels[i]) : gates[size_t(i)];
+            const float * hh = gates_hh[size_t(i)];
+            const float * c = c_in[i] + size_t(l) * size_t(H);
+            float * h_out = h_next[i] + size_t(l) * size_t(H);
+            float * c_out = c_next[i] + size_t(l) * size_t(H);
+            for (int j = 0; j < H; ++j) {
+                // PyTorch's gate order: input, forget, cell, output.
+                const float ig = sigmoid(in[j] + hh[j]);
+                const float f = sigmoid(in[H + j] + hh[H + j]);
+                const float g = std::tanh(in[2 * H + j] + hh[2 * H + j]);
+                const float o = sigmoid(in[3 * H + j] + hh[3 * H + j]);
+                c_out[j] = f * c[j] + ig * g;
+                h_out[j] = o * std::tanh(c_out[j]);
+            }
+            std::copy_n(h_out, H, s.input.begin() + std::ptrdiff_t(size_t(i) * size_t(H)));
+        }
+    }
+    affine_many(w.pred_w.data(), w.pred_b.data(), x.data(), n, w.n_joint, H, pred);
 }
 
 void project_frame(const rnnt_weights & w, const float * frame, float * enc) {
     affine(w.enc_w.data(), w.enc_b.data(), frame, w.n_joint, w.d_enc, enc);
 }
 
-void joint(const rnnt_weights & w, const float * enc, const float * pred, rnnt_scratch & s, float * logits) {
-    for (int j = 0; j < w.n_joint; ++j) s.hidden[size_t(j)] = std::max(0.0f, enc[j] + pred[j]);
-    affine(w.out_w.data(), w.out_b.data(), s.hidden.data(), w.n_vocab, w.n_joint, logits);
+void joint(const rnnt_weights & w, int n, const float * const * enc, const float * const * pred, rnnt_scratch & s,
+           float * const * logits) {
+    s.fit(w, n);
+    std::vector<const float *> hidden(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        float * x = s.hidden.data() + size_t(i) * size_t(w.n_joint);
+        for (int j = 0; j < w.n_joint; ++j) x[j] = std::max(0.0f, enc[i][j] + pred[i][j]);
+        hidden[size_t(i)] = x;
+    }
+    affine_many(w.out_w.data(), w.out_b.data(), hidden.data(), n, w.n_vocab, w.n_joint, logits);
 }
 
 greedy_decoder::greedy_decoder(const rnnt_weights & w) : w_(w), scratch_(w) {

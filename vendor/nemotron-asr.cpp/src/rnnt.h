@@ -39,18 +39,28 @@ private:
 // Scratch space of the prediction network and the joint, one per decoder.
 struct rnnt_scratch {
     explicit rnnt_scratch(const rnnt_weights & w);
+    void fit(const rnnt_weights & w, int n); // room for n at once
     std::vector<float> gates, gates_hh, input, hidden;
 };
 
-// The prediction network on `label` (-1: the start of sequence, a zero input) from the state (h, c),
-// each [layers][hidden], into (h_next, c_next), with its output through the joint's projection in
-// pred [joint].
-void predict(const rnnt_weights & w, int32_t label, const float * h, const float * c, float * h_next, float * c_next,
-             float * pred, rnnt_scratch & s);
+// The prediction network on labels[i] (-1: the start of sequence, a zero input) from the states (h[i],
+// c[i]), each [layers][hidden], into (h_next[i], c_next[i]), with its output through the joint's
+// projection in pred[i] [joint], for n at once: each weight matrix is read once for all of them, and
+// each one's result is what it would be alone.
+void predict(const rnnt_weights & w, int n, const int32_t * labels, const float * const * h, const float * const * c,
+             float * const * h_next, float * const * c_next, float * const * pred, rnnt_scratch & s);
+inline void predict(const rnnt_weights & w, int32_t label, const float * h, const float * c, float * h_next,
+                    float * c_next, float * pred, rnnt_scratch & s) {
+    predict(w, 1, &label, &h, &c, &h_next, &c_next, &pred, s);
+}
 // The joint's projection of an encoder frame [d_enc] into enc [joint].
 void project_frame(const rnnt_weights & w, const float * frame, float * enc);
-// The joint's logits [vocab] of a projected frame and a prediction.
-void joint(const rnnt_weights & w, const float * enc, const float * pred, rnnt_scratch & s, float * logits);
+// The joint's logits [vocab] of projected frames and predictions, n at once (see predict).
+void joint(const rnnt_weights & w, int n, const float * const * enc, const float * const * pred, rnnt_scratch & s,
+           float * const * logits);
+inline void joint(const rnnt_weights & w, const float * enc, const float * pred, rnnt_scratch & s, float * logits) {
+    joint(w, 1, &enc, &pred, s, &logits);
+}
 
 struct joint_step {
     int32_t frame;  // encoder frame
