@@ -101,3 +101,26 @@ def edit_distance(a: List[int], b: List[int]) -> int:
         for j, y in enumerate(b, 1):
             diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
     return row[-1]
+
+
+# The references' case names, e.g. "stream_pad_70_1": NeMo's mode and the engine's chunking for it.
+CASE_CHUNKING = {"offline": "offline", "stream": "stream", "stream_pad": "stream_padded"}
+
+
+def decode_case(model: NemotronModel, audio: np.ndarray, case: str, **options: Any) -> Any:
+    """A stream of one reference case (its mode and right context) fed the whole clip and finalized, without
+    endpoints; the stream, closed, with its results."""
+    mode, _, right = case.rsplit("_", 2)
+    with model.stream(att_right_context=int(right), chunking=CASE_CHUNKING[mode], endpointing=False, **options) as s:
+        s.feed(audio)
+        s.finalize()
+        return s
+
+
+def phrase_set_options(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """The stream options of a phrase set of scripts/make_decoding_reference.py (hotwords and boosting)."""
+    from nemotron_cpp import Boosting
+
+    return {"hotwords": [p if isinstance(p, str) else (p[0], p[1]) for p in spec["phrases"]],
+            "boosting": Boosting(alpha=spec["alpha"], context_score=spec["context_score"],
+                                 depth_scaling=spec["depth_scaling"], unk_score=spec["unk_score"])}

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from nemotron_cpp import Boosting, Endpointing, NemotronModel
+from conftest import decode_case, phrase_set_options
+from nemotron_cpp import Endpointing, NemotronModel
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "tiny"
 RECORD = json.loads(gzip.decompress((REFERENCE / "decoding.json.gz").read_bytes()))
 BEAMS = RECORD["beam"]["nbest"]
-CHUNKING = {"offline": "offline", "stream": "stream", "stream_pad": "stream_padded"}
 # A score sums hundreds of float32 log-probabilities of magnitude ~1 into ~1e3, where float32's step is
 # 6e-5; the engine's log-softmax rounds differently from torch's in the last bit. Measured: relative
 # error 1.5e-7 (median) and at most 8.7e-7 where the searches agree.
@@ -50,19 +50,8 @@ def settings(key: str) -> Dict[str, Any]:
     size, _, set_name = key.partition("_")
     options: Dict[str, Any] = {"beam_size": int(size[len("beam"):])}
     if set_name:
-        spec = next(s for s in RECORD["sets"] if s["name"] == set_name)
-        options["hotwords"] = [p if isinstance(p, str) else (p[0], p[1]) for p in spec["phrases"]]
-        options["boosting"] = Boosting(alpha=spec["alpha"], context_score=spec["context_score"],
-                                       depth_scaling=spec["depth_scaling"], unk_score=spec["unk_score"])
+        options.update(phrase_set_options(next(s for s in RECORD["sets"] if s["name"] == set_name)))
     return options
-
-
-def decode(model: NemotronModel, audio: np.ndarray, case: str, **options: Any) -> Any:
-    mode, _, right = case.rsplit("_", 2)
-    with model.stream(att_right_context=int(right), chunking=CHUNKING[mode], endpointing=False, **options) as s:
-        s.feed(audio)
-        s.finalize()
-        return s
 
 
 @pytest.mark.parametrize("key", list(BEAMS))
@@ -71,7 +60,7 @@ def test_nbest_matches_nemo(model: NemotronModel, audio: Dict[str, np.ndarray], 
     agree, partings, errors = 0, [], []
     for clip, cases in BEAMS[key].items():
         for case, expected in cases.items():
-            s = decode(model, audio[clip], case, **options)
+            s = decode_case(model, audio[clip], case, **options)
             got = [(list(h.token_ids), h.score) for h in s.nbest]
             assert s.tokens.tolist() == got[0][0]  # the stream's tokens are its best hypothesis
             assert s.text == s.nbest[0].text

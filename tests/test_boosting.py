@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import soundfile
 
+from conftest import CASE_CHUNKING, phrase_set_options
 from nemotron_cpp import Boosting, NemotronModel
 from nemotron_cpp.boosting import parse_hotword_lines
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "tiny"
 RECORD = json.loads(gzip.decompress((REFERENCE / "decoding.json.gz").read_bytes()))
 MANIFEST = json.loads((REFERENCE / "manifest.json").read_text(encoding="utf-8"))
-CHUNKING = {"offline": "offline", "stream": "stream", "stream_pad": "stream_padded"}
 # Boosted choices compare log-probabilities plus bonuses of a few units, where float32's resolution is
 # ~5e-7: the engine's log-softmax and torch's round differently within that. Measured: 2 of 180 cases
 # part from NeMo at a step whose boosted top-1/top-2 gap is 2.4e-6; every other case is identical.
@@ -49,9 +49,9 @@ def boosting_of(spec: Dict[str, Any]) -> Boosting:
 
 
 def decode(model: NemotronModel, audio: np.ndarray, case: str, spec: Dict[str, Any]) -> Any:
-    mode, _, right = case.rsplit("_", 2)
-    with model.stream(att_right_context=int(right), chunking=CHUNKING[mode], endpointing=False, keep_trace=True,
-                      hotwords=hotwords_of(spec), boosting=boosting_of(spec)) as s:
+    mode, _, right = case.rsplit("_", 2)  # the trace is read from the stream before it closes
+    with model.stream(att_right_context=int(right), chunking=CASE_CHUNKING[mode], endpointing=False, keep_trace=True,
+                      **phrase_set_options(spec)) as s:
         s.feed(audio)
         s.finalize()
         return s.tokens.tolist(), s.trace

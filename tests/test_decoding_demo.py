@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from nemotron_cpp import Boosting, NemotronModel
+from conftest import decode_case, phrase_set_options
+from nemotron_cpp import NemotronModel
 from nemotron_cpp.demo import demo_model_path
 from nemotron_cpp.gguf.quantize import quantize_gguf
 
 CLIPS = Path(__file__).resolve().parent / "reference" / "demo"
 RECORD = json.loads(gzip.decompress((CLIPS / "decoding.json.gz").read_bytes()))
-CHUNKING = {"offline": "offline", "stream": "stream", "stream_pad": "stream_padded"}
 # As tests/test_beam.py: float32 sums of log-probabilities (a boosted score can be near 0).
 SCORE_RTOL, SCORE_ATOL = 2e-5, 1e-4
 
@@ -39,18 +39,7 @@ def audio() -> Dict[str, np.ndarray]:
 
 
 def options(set_name: str) -> Dict[str, Any]:
-    spec = next(s for s in RECORD["sets"] if s["name"] == set_name)
-    return {"hotwords": [p if isinstance(p, str) else (p[0], p[1]) for p in spec["phrases"]],
-            "boosting": Boosting(alpha=spec["alpha"], context_score=spec["context_score"],
-                                 depth_scaling=spec["depth_scaling"], unk_score=spec["unk_score"])}
-
-
-def run(model: NemotronModel, audio: np.ndarray, case: str, **kwargs: Any) -> Any:
-    mode, _, right = case.rsplit("_", 2)
-    with model.stream(att_right_context=int(right), chunking=CHUNKING[mode], endpointing=False, **kwargs) as s:
-        s.feed(audio)
-        s.finalize()
-        return s
+    return phrase_set_options(next(s for s in RECORD["sets"] if s["name"] == set_name))
 
 
 def test_the_file_is_the_one_recorded() -> None:
@@ -63,12 +52,12 @@ def test_greedy_and_boosted_tokens(model: NemotronModel, audio: Dict[str, np.nda
     """Plain greedy decoding and each phrase set, every clip, offline and both streaming modes."""
     for name, cases in RECORD["plain"].items():
         for case, expected in cases.items():
-            assert run(model, audio[name], case).tokens.tolist() == expected, f"{name} {case}"
+            assert decode_case(model, audio[name], case).tokens.tolist() == expected, f"{name} {case}"
     changed = 0
     for set_name, per_clip in RECORD["tokens"].items():
         for name, cases in per_clip.items():
             for case, expected in cases.items():
-                got = run(model, audio[name], case, **options(set_name)).tokens.tolist()
+                got = decode_case(model, audio[name], case, **options(set_name)).tokens.tolist()
                 assert got == expected, f"{set_name}: {name} {case}"
                 changed += expected != RECORD["plain"][name][case]
     assert changed >= 20  # the trees change what NeMo decodes (measured: 36 of 180 cases)
@@ -80,7 +69,7 @@ def test_nbest_lists(model: NemotronModel, audio: Dict[str, np.ndarray], key: st
     kwargs = {"beam_size": int(size[len("beam"):]), **(options(set_name) if set_name else {})}
     for name, cases in RECORD["beam"]["nbest"][key].items():
         for case, expected in cases.items():
-            s = run(model, audio[name], case, **kwargs)
+            s = decode_case(model, audio[name], case, **kwargs)
             assert [list(h.token_ids) for h in s.nbest] == [e["tokens"] for e in expected], f"{name} {case}"
             np.testing.assert_allclose([h.score for h in s.nbest], [e["score"] for e in expected], rtol=SCORE_RTOL,
                                        atol=SCORE_ATOL)
@@ -92,5 +81,5 @@ def test_boosting_fixes_what_the_app_knows(model: NemotronModel, audio: Dict[str
     "anna" heard as "dad" come out right (as NeMo's recorded tokens above say they must)."""
     for name, case, set_name, wrong, right in (("heldout_018", "stream_70_1", "house", "living room", "bedroom"),
                                                ("heldout_187", "offline_70_13", "contacts", "call dad", "call anna")):
-        assert wrong in run(model, audio[name], case).text
-        assert right in run(model, audio[name], case, **options(set_name)).text
+        assert wrong in decode_case(model, audio[name], case).text
+        assert right in decode_case(model, audio[name], case, **options(set_name)).text
