@@ -10,9 +10,16 @@ namespace nemotron {
 static const float kLayerNormEps = 1e-5f;
 
 ggml_tensor * linear_op::operator()(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const {
-    const bool q8_0 = own_q8_0 && w->type == GGML_TYPE_Q8_0 && w->ne[0] % 64 == 0 && x->type == GGML_TYPE_F32 &&
-                      ggml_is_contiguous(x) && x->ne[2] == 1 && x->ne[3] == 1;
-    ggml_tensor * y = q8_0 ? q8_0_matmul(ctx, w, x) : ggml_mul_mat(ctx, w, x);
+    ggml_tensor * y;
+    if (packed.count(w) != 0) {
+        // The product takes a matrix of columns: a strided or batched x is made one.
+        const bool matrix = ggml_is_contiguous(x) && x->ne[2] == 1 && x->ne[3] == 1;
+        ggml_tensor * columns = matrix ? x : ggml_reshape_2d(ctx, ggml_cont(ctx, x), x->ne[0], ggml_nelements(x) / x->ne[0]);
+        y = q8_0_matmul(ctx, w, columns);
+        if (!matrix) y = ggml_reshape_4d(ctx, y, w->ne[1], x->ne[1], x->ne[2], x->ne[3]);
+    } else {
+        y = ggml_mul_mat(ctx, w, x);
+    }
     return b != nullptr ? ggml_add(ctx, y, b) : y;
 }
 
@@ -56,7 +63,8 @@ ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, const confor
                               const layer_caches & caches) {
     const int64_t d = x->ne[0];
     const int64_t n_batch = mask->ne[3];
-    const int64_t n_q = x->ne[1] / n_batch; // x is [d, n_q * batch], each stream's frames together
+    const int64_t n_q = x->ne[1] / n_batch; // x is [d, n_q * batch], each chunk's frames together
+    const int64_t n_streams = n_batch / caches.n_chunks, n_seq = n_q * caches.n_chunks; // a stream's chunks in a row
 
     // Macaron feed-forward, half-step residual.
     ggml_tensor * h = layer_norm(ctx, x, L.norm_ff1_w, L.norm_ff1_b);
@@ -77,20 +85,21 @@ ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, const confor
     ggml_tensor * o = attention(ctx, L, ggml_reshape_3d(ctx, q, d, n_q, n_batch), k, v, pos, mask);
     x = ggml_add(ctx, x, linear(ctx, o, L.out_w, L.out_b));
 
-    // Convolution module: pointwise, GLU, causal depthwise over [cached inputs, chunk], norm, SiLU, pointwise.
+    // Convolution module: pointwise, GLU, causal depthwise over [cached inputs, a stream's chunks],
+    // norm, SiLU, pointwise.
     h = layer_norm(ctx, x, L.norm_conv_w, L.norm_conv_b);
     h = linear(ctx, h, L.pw1_w, L.pw1_b);
     ggml_tensor * value = ggml_view_2d(ctx, h, d, n_q * n_batch, h->nb[1], 0);
     ggml_tensor * gate = ggml_view_2d(ctx, h, d, n_q * n_batch, h->nb[1], size_t(d) * h->nb[0]);
     h = ggml_mul(ctx, value, ggml_sigmoid(ctx, gate));
-    ggml_tensor * cached = ggml_reshape_3d(ctx, ggml_get_rows(ctx, caches.conv, caches.conv_rows), d, caches.conv_frames, n_batch);
-    ggml_tensor * hc = ggml_concat(ctx, cached, ggml_reshape_3d(ctx, h, d, n_q, n_batch), 1);
+    ggml_tensor * cached = ggml_reshape_3d(ctx, ggml_get_rows(ctx, caches.conv, caches.conv_rows), d, caches.conv_frames, n_streams);
+    ggml_tensor * hc = ggml_concat(ctx, cached, ggml_reshape_3d(ctx, h, d, n_seq, n_streams), 1);
     // The last inputs become the cache. They are computed from the rows read above, so the graph
     // reads those rows before this writes them.
-    ggml_tensor * tail = ggml_view_3d(ctx, hc, d, caches.conv_frames, n_batch, hc->nb[1], hc->nb[2], size_t(n_q) * hc->nb[1]);
-    ggml_build_forward_expand(gf, ggml_set_rows(ctx, caches.conv, ggml_reshape_2d(ctx, ggml_cont(ctx, tail), d, caches.conv_frames * n_batch),
+    ggml_tensor * tail = ggml_view_3d(ctx, hc, d, caches.conv_frames, n_streams, hc->nb[1], hc->nb[2], size_t(n_seq) * hc->nb[1]);
+    ggml_build_forward_expand(gf, ggml_set_rows(ctx, caches.conv, ggml_reshape_2d(ctx, ggml_cont(ctx, tail), d, caches.conv_frames * n_streams),
                                                 caches.conv_rows_out));
-    h = ggml_ssm_conv(ctx, ggml_cont(ctx, ggml_transpose(ctx, hc)), L.dw_w); // [d, n_q, batch]
+    h = ggml_ssm_conv(ctx, ggml_cont(ctx, ggml_transpose(ctx, hc)), L.dw_w); // [d, n_seq, streams]
     h = ggml_reshape_2d(ctx, h, d, n_q * n_batch);
     if (L.dw_b != nullptr) h = ggml_add(ctx, h, L.dw_b);
     h = ggml_silu(ctx, layer_norm(ctx, h, L.conv_norm_w, L.conv_norm_b));

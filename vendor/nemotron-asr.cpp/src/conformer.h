@@ -7,32 +7,34 @@
 
 #include "ggml.h"
 
+#include <set>
 #include <vector>
 
 namespace nemotron {
 
-// How a chunk graph multiplies by weight matrices: ggml's product, or this project's q8_0 kernel
-// where it is the faster (q8_0 weights, activations of two or more frames per stream).
+// How a graph multiplies by weight matrices: this project's q8_0 product for the matrices the model
+// packed for it, ggml's product for the rest.
 struct linear_op {
-    bool own_q8_0 = false;
+    const std::set<const ggml_tensor *> & packed; // the model's q8_0_packed
     ggml_tensor * operator()(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const;
 };
 
 // Where a chunk's graph reads and writes the batch's caches of one layer (see cache_pool): the
-// pool's tensors and, shared by every layer, the rows of each stream's window and new frames.
+// pool's tensors and, shared by every layer, the rows of each chunk's window and new frames. A batch
+// holds n_chunks consecutive chunks of each stream: batch = streams x n_chunks.
 struct layer_caches {
     ggml_tensor * k = nullptr, * v = nullptr; // the pool's keys and values [d_model, capacity * slots]
     ggml_tensor * conv = nullptr;             // the pool's convolution inputs [d_model, conv_frames * slots]
-    ggml_tensor * window = nullptr;           // I32 [(left + n_q) * batch]: each stream's window and new frames, oldest first
-    ggml_tensor * fresh = nullptr;            // I64 [n_q * batch]: where each stream's new frames go
-    ggml_tensor * conv_rows = nullptr;        // I32 [conv_frames * batch]: each stream's convolution inputs
+    ggml_tensor * window = nullptr;           // I32 [(left + n_q) * batch]: each chunk's window and new frames, oldest first
+    ggml_tensor * fresh = nullptr;            // I64 [n_q * batch]: where each chunk's new frames go
+    ggml_tensor * conv_rows = nullptr;        // I32 [conv_frames * streams]: each stream's convolution inputs
     ggml_tensor * conv_rows_out = nullptr;    // I64, the same rows, to write them back
-    int left = 0, conv_frames = 0;
+    int left = 0, conv_frames = 0, n_chunks = 1;
 };
 
-// One layer over x ([d_model, n_q * batch], each stream's frames together) with relative positions
-// `pos` ([d_model, n_kv + n_q - 1], this layer's projection of them) and the attention mask
-// ([n_kv, n_q, 1, batch]); the caches' new frames are written by nodes added to `gf`.
+// One layer over x ([d_model, n_q * batch], each chunk's frames together, a stream's chunks in order)
+// with relative positions `pos` ([d_model, n_kv + n_q - 1], this layer's projection of them) and the
+// attention mask ([n_kv, n_q, 1, batch]); the caches' new frames are written by nodes added to `gf`.
 ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, const conformer_layer_weights & L,
                               const linear_op & linear, ggml_tensor * x, ggml_tensor * pos, ggml_tensor * mask,
                               const layer_caches & caches);

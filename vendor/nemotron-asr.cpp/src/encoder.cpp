@@ -4,11 +4,8 @@
 #include "error.h"
 #include "language_prompt.h"
 #include "log.h"
-#include "q8_0_matmul.h"
 #include "subsampling.h"
 #include "system_info.h"
-
-#include "ggml-cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,8 +22,7 @@ encoder::encoder(const model & m, ggml_backend_dev_t device, int n_threads)
       set_n_threads_(reinterpret_cast<ggml_backend_set_n_threads_t>(
           ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads"))),
       threads_(set_n_threads_ != nullptr ? n_threads : 1), // a backend without threads is left alone
-      threads_now_(n_threads),
-      q8_0_kernel_(q8_0_matmul_available() && ggml_backend_is_cpu(backend_)) {
+      threads_now_(n_threads) {
     alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
     if (alloc_ == nullptr) {
         ggml_backend_free(backend_);
@@ -96,8 +92,9 @@ const encoder::projected_positions & encoder::project_positions(int n_kv, int n_
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, n_nodes, false);
     ggml_tensor * pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.d_model, n_pos);
     ggml_set_input(pos);
+    const linear_op linear{m_.q8_0_packed};
     for (int il = 0; il < hp.n_layers; ++il) {
-        ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_mul_mat(ctx, m_.layers[size_t(il)].pos_w, pos), out.layers[size_t(il)]));
+        ggml_build_forward_expand(gf, ggml_cpy(ctx, linear(ctx, pos, m_.layers[size_t(il)].pos_w, nullptr), out.layers[size_t(il)]));
     }
     allocate(ctx, gf);
     std::vector<float> host;
@@ -109,9 +106,10 @@ const encoder::projected_positions & encoder::project_positions(int n_kv, int n_
     return projected_.emplace(n_q, std::move(out)).first->second;
 }
 
-void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_frames, int drop, int n_q) {
+void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_chunks, int n_frames, int drop, int n_q) {
     const nemotron_hparams & hp = m_.hparams;
     const int n_kv = pool.left + n_q;
+    const int64_t n_slots = int64_t(n_batch) * n_chunks; // every chunk of every stream, stream by stream
     const projected_positions & projected = project_positions(n_kv, n_q);
     if (graph_.ctx) ggml_free(graph_.ctx);
     graph_ = chunk_graph();
@@ -125,25 +123,26 @@ void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_fram
     ggml_context * ctx = ggml_init(ip);
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, n_nodes, false);
 
-    ggml_tensor * mel_in = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, hp.n_mels, n_frames, 1, n_batch);
+    ggml_tensor * mel_in = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, hp.n_mels, n_frames, 1, n_slots);
     ggml_set_input(mel_in);
-    ggml_tensor * mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, n_q, 1, n_batch);
+    ggml_tensor * mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_kv, n_q, 1, n_slots);
     ggml_set_input(mask);
     ggml_tensor * one_hot = nullptr;
     if (hp.num_prompts > 0) {
-        one_hot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.num_prompts, int64_t(n_q) * n_batch);
+        one_hot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.num_prompts, int64_t(n_q) * n_slots);
         ggml_set_input(one_hot);
     }
     layer_caches caches;
     caches.left = pool.left;
     caches.conv_frames = pool.conv_frames;
-    caches.window = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(n_kv) * n_batch);
-    caches.fresh = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, int64_t(n_q) * n_batch);
+    caches.n_chunks = n_chunks;
+    caches.window = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(n_kv) * n_slots);
+    caches.fresh = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, int64_t(n_q) * n_slots);
     caches.conv_rows = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, int64_t(pool.conv_frames) * n_batch);
     caches.conv_rows_out = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, int64_t(pool.conv_frames) * n_batch);
     for (ggml_tensor * t : {caches.window, caches.fresh, caches.conv_rows, caches.conv_rows_out}) ggml_set_input(t);
 
-    const linear_op linear{q8_0_now_};
+    const linear_op linear{m_.q8_0_packed};
     ggml_tensor * x = subsampling::build(ctx, m_.subsampling, linear, mel_in, drop);
     if (hp.xscaling) {
         // NeMo's RelPositionalEncoding scales its input by sqrt(d_model) when xscaling is set.
@@ -170,24 +169,29 @@ void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_fram
     graph_.conv_rows = caches.conv_rows;
     graph_.conv_rows_out = caches.conv_rows_out;
     allocate(ctx, gf);
-    log(NEMOTRON_LOG_DEBUG, "chunk graph of %d stream%s, %d mel frames: %d operations", n_batch, n_batch == 1 ? "" : "s",
-        n_frames, ggml_graph_n_nodes(gf));
+    log(NEMOTRON_LOG_DEBUG, "chunk graph of %d stream%s x %d chunk%s, %d mel frames: %d operations", n_batch,
+        n_batch == 1 ? "" : "s", n_chunks, n_chunks == 1 ? "" : "s", n_frames, ggml_graph_n_nodes(gf));
     graph_.n_frames = n_frames;
     graph_.drop = drop;
     graph_.n_batch = n_batch;
+    graph_.n_chunks = n_chunks;
     graph_.pool_generation = pool.generation;
 }
 
-void encoder::set_cache_rows(const std::vector<encoder_job> & jobs, int n_q) {
+void encoder::set_cache_rows(const std::vector<encoder_job> & jobs, int n_chunks, int n_q) {
     const cache_pool & pool = jobs[0].cache->pool;
     const int64_t cap = pool.capacity;
     // Frame t of a stream is row t mod capacity of its slot; frames before its first are masked rows.
     auto ring_row = [&](const encoder_cache & c, int64_t t) { return int64_t(c.slot) * cap + ((t % cap) + cap) % cap; };
-    rows_.clear();     // I32, for get_rows: the window and the new frames; then the convolution inputs
+    rows_.clear();     // I32, for get_rows: each chunk's window and new frames; then the convolution inputs
     rows_out_.clear(); // I64, for set_rows: the new frames; then the convolution inputs
     for (const encoder_job & job : jobs) {
-        for (int64_t t = job.cache->end - pool.left; t < job.cache->end + n_q; ++t) rows_.push_back(int32_t(ring_row(*job.cache, t)));
-        for (int64_t t = job.cache->end; t < job.cache->end + n_q; ++t) rows_out_.push_back(ring_row(*job.cache, t));
+        const int64_t end = job.cache->end;
+        for (int c = 0; c < n_chunks; ++c) {
+            const int64_t chunk_end = end + int64_t(c + 1) * n_q;
+            for (int64_t t = chunk_end - n_q - pool.left; t < chunk_end; ++t) rows_.push_back(int32_t(ring_row(*job.cache, t)));
+        }
+        for (int64_t t = end; t < end + int64_t(n_chunks) * n_q; ++t) rows_out_.push_back(ring_row(*job.cache, t));
     }
     const size_t n_window = rows_.size(), n_fresh = rows_out_.size();
     for (const encoder_job & job : jobs) {
@@ -202,15 +206,17 @@ void encoder::set_cache_rows(const std::vector<encoder_job> & jobs, int n_q) {
     ggml_backend_tensor_set(graph_.conv_rows_out, rows_out_.data() + n_fresh, 0, (rows_out_.size() - n_fresh) * sizeof(int64_t));
 }
 
-int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop) {
+int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_chunks, int n_frames, int drop) {
     const nemotron_hparams & hp = m_.hparams;
     const int n_q = subsampling::output_length(hp.subsampling_factor, n_frames) - drop;
-    if (n_q <= 0 || jobs.empty()) return 0;
+    if (n_q <= 0 || jobs.empty() || n_chunks <= 0) return 0;
     const int n_batch = int(jobs.size());
+    const size_t n_slots = size_t(n_batch) * size_t(n_chunks);
     const cache_pool & pool = jobs[0].cache->pool;
     const int left = pool.left;
     const int n_kv = left + n_q;
-    if (left + n_q > pool.capacity) fail(NEMOTRON_ERR_INVALID_ARG, "a chunk of %d frames exceeds the cache", n_q);
+    // Every chunk's new frames are written before any window is read, so they must all fit beside the window.
+    if (left + n_chunks * n_q > pool.capacity) fail(NEMOTRON_ERR_INVALID_ARG, "%d chunks of %d frames exceed the cache", n_chunks, n_q);
     // The pool's tensors stay in place while this chunk reads and writes them.
     std::shared_lock<std::shared_mutex> pool_lock(pool.lock());
 
@@ -224,35 +230,32 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
         set_n_threads_(backend_, n_threads);
     }
 
-    // With one frame per stream the products are bound by reading the weights, where ggml's
-    // one-column kernel is the faster; choosing by the stream's frames, not the batch size,
-    // keeps a batched stream's results those of the stream alone.
-    q8_0_now_ = q8_0_kernel_ && n_q >= 2;
-    if (graph_.n_frames != n_frames || graph_.drop != drop || graph_.n_batch != n_batch ||
+    if (graph_.n_frames != n_frames || graph_.drop != drop || graph_.n_batch != n_batch || graph_.n_chunks != n_chunks ||
         graph_.pool_generation != pool.generation) {
-        build_chunk_graph(pool, n_batch, n_frames, drop, n_q);
+        build_chunk_graph(pool, n_batch, n_chunks, n_frames, drop, n_q);
     }
     ggml_tensor * mel_in = graph_.mel, * mask = graph_.mask, * x = graph_.out;
-    set_cache_rows(jobs, n_q);
+    set_cache_rows(jobs, n_chunks, n_q);
 
-    const size_t mel_bytes = size_t(n_frames) * size_t(hp.n_mels) * sizeof(float);
+    const size_t mel_bytes = size_t(n_chunks) * size_t(n_frames) * size_t(hp.n_mels) * sizeof(float);
     std::vector<float> & host = mask_;
-    host.assign(size_t(n_kv) * size_t(n_q) * size_t(n_batch), 0.0f);
+    host.assign(size_t(n_kv) * size_t(n_q) * n_slots, 0.0f);
     for (int b = 0; b < n_batch; ++b) {
         ggml_backend_tensor_set(mel_in, jobs[size_t(b)].mel, size_t(b) * mel_bytes, mel_bytes);
-        // Cached frames that do not exist yet (a stream's first frames) are masked out.
-        const int n_invalid = left - std::min(jobs[size_t(b)].cache->n_valid, left);
-        float * m = host.data() + size_t(b) * size_t(n_kv) * size_t(n_q);
-        for (int i = 0; i < n_q; ++i) {
-            std::fill_n(m + size_t(i) * size_t(n_kv), n_invalid, -std::numeric_limits<float>::infinity());
+        for (int c = 0; c < n_chunks; ++c) {
+            // Cached frames that do not exist yet (a stream's first frames) are masked out.
+            const int n_valid = std::min(jobs[size_t(b)].cache->n_valid + c * n_q, left);
+            float * m = host.data() + (size_t(b) * size_t(n_chunks) + size_t(c)) * size_t(n_kv) * size_t(n_q);
+            for (int i = 0; i < n_q; ++i) std::fill_n(m + size_t(i) * size_t(n_kv), left - n_valid, -std::numeric_limits<float>::infinity());
         }
     }
     ggml_backend_tensor_set(mask, host.data(), 0, ggml_nbytes(mask));
+    const size_t stream_frames = size_t(n_chunks) * size_t(n_q);
     if (graph_.one_hot != nullptr) {
         // Every frame of a stream carries its language.
-        host.assign(size_t(hp.num_prompts) * size_t(n_q) * size_t(n_batch), 0.0f);
+        host.assign(size_t(hp.num_prompts) * stream_frames * size_t(n_batch), 0.0f);
         for (int b = 0; b < n_batch; ++b) {
-            for (int i = 0; i < n_q; ++i) host[(size_t(b) * size_t(n_q) + size_t(i)) * size_t(hp.num_prompts) + size_t(jobs[size_t(b)].prompt)] = 1.0f;
+            for (size_t i = 0; i < stream_frames; ++i) host[(size_t(b) * stream_frames + i) * size_t(hp.num_prompts) + size_t(jobs[size_t(b)].prompt)] = 1.0f;
         }
         ggml_backend_tensor_set(graph_.one_hot, host.data(), 0, ggml_nbytes(graph_.one_hot));
     }
@@ -261,15 +264,15 @@ int encoder::run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int
     if (status != GGML_STATUS_SUCCESS) {
         fail(NEMOTRON_ERR_BACKEND, "the encoder graph failed (ggml status %d)", int(status));
     }
-    const size_t frame_floats = size_t(n_q) * size_t(hp.d_model);
+    const size_t stream_floats = stream_frames * size_t(hp.d_model);
     for (int b = 0; b < n_batch; ++b) {
         std::vector<float> & out = *jobs[size_t(b)].out;
         const size_t offset = out.size();
-        out.resize(offset + frame_floats);
-        ggml_backend_tensor_get(x, out.data() + offset, size_t(b) * frame_floats * sizeof(float), frame_floats * sizeof(float));
+        out.resize(offset + stream_floats);
+        ggml_backend_tensor_get(x, out.data() + offset, size_t(b) * stream_floats * sizeof(float), stream_floats * sizeof(float));
         encoder_cache & cache = *jobs[size_t(b)].cache;
-        cache.n_valid = std::min(cache.n_valid + n_q, left);
-        cache.end += n_q;
+        cache.n_valid = std::min(cache.n_valid + int(stream_frames), left);
+        cache.end += int64_t(stream_frames);
     }
     return n_q;
 }

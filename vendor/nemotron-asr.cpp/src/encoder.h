@@ -9,8 +9,11 @@
 // Chunks of several streams with the same geometry run as one batch: the matrix products read
 // each weight once for all of them and work on many columns at a time, and the attention runs as
 // batched products over every stream's window, gathered from the cache pool (see encoder_cache.h).
-// The graph has the same operations for one stream or a thousand, and every column is computed
-// exactly as it would be alone.
+// Consecutive chunks of one stream batch the same way (a file, or audio that arrived faster than
+// real time): the chunked_limited mask lets no chunk see a later one, so each chunk's window is
+// gathered after the keys and values of all of them are written, and only the convolution runs
+// over the chunks as one sequence. The graph has the same operations for one chunk or a thousand,
+// and every column is computed exactly as it would be alone.
 #pragma once
 
 #include "cpu_budget.h"
@@ -26,9 +29,9 @@
 
 namespace nemotron {
 
-// One stream's chunk in a batch.
+// One stream's chunks in a batch.
 struct encoder_job {
-    const float * mel;        // [n_frames][n_mels]
+    const float * mel;        // [n_chunks][n_frames][n_mels], consecutive chunks
     encoder_cache * cache;
     std::vector<float> * out; // encoder frames are appended here
     int32_t prompt = 0;       // the stream's language prompt (multilingual models)
@@ -43,11 +46,11 @@ public:
     encoder(const encoder &) = delete;
     encoder & operator=(const encoder &) = delete;
 
-    // For every job: subsamples `n_frames` mel frames, drops the first `drop` subsampled
-    // frames (those computed from the pre-encode cache), runs the conformer layers on the rest
-    // against the job's cache and appends them to its `out` ([frames][d_model]). Returns the
-    // number of frames appended to each.
-    int run_chunks(const std::vector<encoder_job> & jobs, int n_frames, int drop);
+    // For every job and each of its n_chunks chunks: subsamples `n_frames` mel frames, drops the
+    // first `drop` subsampled frames (those computed from the pre-encode cache), runs the conformer
+    // layers on the rest against the job's cache and appends them to its `out` ([frames][d_model]).
+    // Returns the number of frames of each chunk.
+    int run_chunks(const std::vector<encoder_job> & jobs, int n_chunks, int n_frames, int drop);
 
 private:
     // The relative positions a chunk of n_q queries needs, projected by every layer's
@@ -63,7 +66,7 @@ private:
     // its tensors (every chunk of a stream after its first): running it again only sets its inputs,
     // among them the rows of the jobs' caches, instead of building and planning the graph anew.
     struct chunk_graph {
-        int n_frames = -1, drop = -1, n_batch = -1;
+        int n_frames = -1, drop = -1, n_batch = -1, n_chunks = -1;
         uint64_t pool_generation = 0;
         ggml_context * ctx = nullptr;
         ggml_cgraph * gf = nullptr;
@@ -73,16 +76,14 @@ private:
 
     const projected_positions & project_positions(int n_kv, int n_q);
     void allocate(ggml_context * ctx, ggml_cgraph * gf);
-    void build_chunk_graph(const cache_pool & pool, int n_batch, int n_frames, int drop, int n_q);
-    void set_cache_rows(const std::vector<encoder_job> & jobs, int n_q);
+    void build_chunk_graph(const cache_pool & pool, int n_batch, int n_chunks, int n_frames, int drop, int n_q);
+    void set_cache_rows(const std::vector<encoder_job> & jobs, int n_chunks, int n_q);
 
     const model & m_;
     ggml_backend_t backend_; // owned
     ggml_backend_set_n_threads_t set_n_threads_; // null for backends without threads
     thread_budget threads_;
     int threads_now_;                             // what the backend computes with
-    bool q8_0_kernel_;       // this CPU runs our own q8_0 kernel (x86 with AVX-512 VNNI)
-    bool q8_0_now_ = false;  // ... and the chunk being built uses it
     ggml_gallocr_t alloc_;
     std::vector<uint8_t> meta_; // memory for the chunk graph's descriptions
     chunk_graph graph_;

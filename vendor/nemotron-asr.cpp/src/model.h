@@ -10,6 +10,7 @@
 #include "ggml.h"
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -135,6 +136,11 @@ struct model {
     ggml_context *        ctx_repacked = nullptr;
     ggml_backend_buffer_t buf_repacked = nullptr;
     uint64_t              repacked_bytes = 0;
+    // The encoder's q8_0 matrices in our product's layout (see q8_0_matmul.h): copies in ctx_packed
+    // when the file is mapped, else packed where they were loaded. Only that product reads them.
+    ggml_context *        ctx_packed = nullptr;
+    ggml_backend_buffer_t buf_packed = nullptr;
+    std::set<const ggml_tensor *> q8_0_packed;
 
     model() = default;
     model(const model &) = delete;
@@ -142,7 +148,8 @@ struct model {
     ~model();
 };
 
-// Reads a GGUF file of either layout into `m`, placing the weights on `device`.
-void load_model(const std::string & path, ggml_backend_dev_t device, bool use_mmap, model & m);
+// Reads a GGUF file of either layout into `m`, placing the weights on `device`; work that can be
+// split (packing weights) runs on up to n_threads threads.
+void load_model(const std::string & path, ggml_backend_dev_t device, bool use_mmap, int n_threads, model & m);
 
 } // namespace nemotron

@@ -6,23 +6,29 @@
 // against the hyperparameters (presence, shape, type) before ggml sees it.
 #include "model.h"
 
+#include "cpu_budget.h"
 #include "error.h"
 #include "frontend_tables.h"
 #include "gguf_file.h"
 #include "hparams_check.h"
+#include "q8_0_matmul.h"
 #include "subsampling.h"
 
 #include "ggml-alloc.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <thread>
 
 namespace nemotron {
 
 model::~model() {
+    if (buf_packed) ggml_backend_buffer_free(buf_packed);
+    if (ctx_packed) ggml_free(ctx_packed);
     if (buf_repacked) ggml_backend_buffer_free(buf_repacked);
     if (ctx_repacked) ggml_free(ctx_repacked);
     if (buf_file) ggml_backend_buffer_free(buf_file);
@@ -96,7 +102,7 @@ public:
         m_.file_size = file_->size();
     }
 
-    void run(ggml_backend_dev_t device, bool use_mmap) {
+    void run(ggml_backend_dev_t device, bool use_mmap, int n_threads) {
         read_architecture();
         read_hparams();
         check_hparams(m_.hparams);
@@ -107,6 +113,7 @@ public:
         read_frontend_tables();
         place_weights(device, use_mmap);
         if (m_.weights_mapped) repack_weights(device);
+        pack_q8_0_weights(device, n_threads);
         summarize();
     }
 
@@ -778,6 +785,61 @@ private:
         }
     }
 
+    // Our q8_0 product's layout (see q8_0_matmul.h) for the encoder's q8_0 matrices on a CPU that
+    // runs it. From a mapped file they are copied and their pages given back, as above; weights
+    // loaded into memory are packed where they lie. Packing is mostly the page faults of the new
+    // copy, so the matrices are shared out among the threads the model computes with (those free now).
+    void pack_q8_0_weights(ggml_backend_dev_t device, int n_threads) {
+        if (ggml_backend_dev_type(device) != GGML_BACKEND_DEVICE_TYPE_CPU) return;
+        std::map<const ggml_tensor *, const gguf_tensor *> source;
+        for (const pending & p : pending_) source[p.t] = p.src;
+        std::vector<ggml_tensor **> chosen;
+        for (ggml_tensor ** slot : matrix_slots()) {
+            if (*slot != nullptr && source.count(*slot) && q8_0_packable(*slot)) chosen.push_back(slot);
+        }
+        if (chosen.empty()) return;
+        std::vector<ggml_tensor *> packed;
+        if (m_.weights_mapped) {
+            ggml_init_params ip = {ggml_tensor_overhead() * chosen.size(), nullptr, true};
+            m_.ctx_packed = ggml_init(ip);
+            for (ggml_tensor ** slot : chosen) {
+                packed.push_back(ggml_dup_tensor(m_.ctx_packed, *slot));
+                ggml_set_name(packed.back(), (*slot)->name);
+            }
+            m_.buf_packed = ggml_backend_alloc_ctx_tensors_from_buft(m_.ctx_packed, ggml_backend_dev_buffer_type(device));
+            if (m_.buf_packed == nullptr) fail(NEMOTRON_ERR_NO_MEMORY, "cannot allocate the packed q8_0 weights");
+            ggml_backend_buffer_set_usage(m_.buf_packed, GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        } else {
+            for (ggml_tensor ** slot : chosen) packed.push_back(*slot);
+        }
+        std::atomic<size_t> next{0};
+        auto work = [&] {
+            std::vector<uint8_t> original;
+            for (size_t i = next++; i < chosen.size(); i = next++) {
+                const ggml_tensor * w = *chosen[i];
+                if (m_.weights_mapped) {
+                    q8_0_pack(w, w->data, packed[i]->data);
+                    const gguf_tensor * src = source[w];
+                    m_.mapping->release(size_t(g_.data_offset() + src->offset), size_t(src->n_bytes));
+                } else {
+                    const uint8_t * data = static_cast<const uint8_t *>(w->data);
+                    original.assign(data, data + ggml_nbytes(w));
+                    q8_0_pack(w, original.data(), packed[i]->data);
+                }
+            }
+        };
+        thread_budget budget(n_threads);
+        std::vector<std::thread> workers;
+        for (int t = 1; t < std::min(budget.threads(), int(chosen.size())); ++t) workers.emplace_back(work);
+        work();
+        for (std::thread & t : workers) t.join();
+        for (size_t i = 0; i < chosen.size(); ++i) {
+            if (m_.weights_mapped) m_.repacked_bytes += ggml_nbytes(packed[i]);
+            m_.q8_0_packed.insert(packed[i]);
+            *chosen[i] = packed[i];
+        }
+    }
+
     void summarize() {
         std::map<std::string, std::map<ggml_type, uint64_t>> params_by_type;
         static const char * order[] = {"subsampling", "attention", "feed_forward", "convolution", "norm", "predictor",
@@ -821,8 +883,8 @@ private:
 
 } // namespace
 
-void load_model(const std::string & path, ggml_backend_dev_t device, bool use_mmap, model & m) {
-    loader(path, m).run(device, use_mmap);
+void load_model(const std::string & path, ggml_backend_dev_t device, bool use_mmap, int n_threads, model & m) {
+    loader(path, m).run(device, use_mmap, n_threads);
 }
 
 } // namespace nemotron

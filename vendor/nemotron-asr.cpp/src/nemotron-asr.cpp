@@ -8,6 +8,7 @@
 #include "log.h"
 #include "mel.h"
 #include "model.h"
+#include "q8_0_matmul.h"
 #include "stream.h"
 #include "system_info.h"
 #include "text.h"
@@ -193,9 +194,9 @@ nemotron_status nemotron_context_init_from_file(const char * path, const struct 
         }
         std::unique_ptr<nemotron_context> ctx(new nemotron_context());
         ctx->device = nemotron::select_device(p.backend, p.gpu_device, p.rpc_endpoint);
-        nemotron::load_model(path, ctx->device, p.use_mmap, ctx->model);
-        ctx->caches.reset(new nemotron::cache_pool(ctx->model, ctx->device));
         ctx->n_threads = p.n_threads > 0 ? p.n_threads : nemotron::usable_core_count();
+        nemotron::load_model(path, ctx->device, p.use_mmap, ctx->n_threads, ctx->model);
+        ctx->caches.reset(new nemotron::cache_pool(ctx->model, ctx->device));
         ggml_backend_free(nemotron::start_backend(ctx->device, ctx->n_threads)); // fail at load, not at the first stream
         const nemotron_hparams & hp = ctx->model.hparams;
         nemotron::log(NEMOTRON_LOG_INFO, "loaded %s: layout %s, %s, %d layers x d_model %d; %s, %d thread%s%s", path,
@@ -359,6 +360,10 @@ nemotron_status nemotron_context_get_tensor_data(const struct nemotron_context *
         }
         std::vector<uint8_t> raw(ggml_nbytes(r.tensor));
         ggml_backend_tensor_get(r.tensor, raw.data(), 0, raw.size());
+        if (ctx->model.q8_0_packed.count(r.tensor)) { // packed where it was loaded
+            std::vector<uint8_t> packed(raw);
+            nemotron::q8_0_unpack(r.tensor, packed.data(), raw.data());
+        }
         const ggml_type_traits * traits = ggml_get_type_traits(r.type);
         if (traits->to_float == nullptr) {
             nemotron::fail(NEMOTRON_ERR_INTERNAL, "no conversion from %s to f32", ggml_type_name(r.type));

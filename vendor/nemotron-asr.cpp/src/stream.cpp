@@ -94,13 +94,13 @@ void stream::end() {
     ending_ = true;
 }
 
-bool stream::next_chunk(chunk_plan & plan) const {
+bool stream::chunk_at(int64_t at, chunk_plan & plan) const {
     const int64_t S = subsampling_, R = right_;
-    const bool first = next_ == 0;
+    const bool first = at == 0;
     const bool padded_first = first && mode_ == chunking::stream_padded;
     const int64_t chunk = first && !padded_first ? 1 + S * R : S * (R + 1);
-    const int64_t available = n_mel_ - next_;
-    plan.start = next_;
+    const int64_t available = n_mel_ - at;
+    plan.start = at;
     plan.n_new = chunk;
     if (available < chunk) {
         // NeMo's streaming buffer needs enough new frames for one subsampled frame; after a
@@ -111,24 +111,37 @@ bool stream::next_chunk(chunk_plan & plan) const {
     }
     plan.cache_frames = first && !padded_first ? 0 : pre_cache_;
     plan.drop = first && !padded_first ? 0 : drop_;
-    if (mode_ == chunking::offline && next_ > 0 && next_ < pre_cache_) {
+    if (mode_ == chunking::offline && at > 0 && at < pre_cache_) {
         // The full-utterance path never sees zero frames before the signal: subsample
         // from its start and drop the frames already encoded.
-        plan.cache_frames = int(next_);
-        plan.drop = subsampling::output_length(subsampling_, int(next_));
+        plan.cache_frames = int(at);
+        plan.drop = subsampling::output_length(subsampling_, int(at));
     }
     return true;
 }
 
+void stream::ready_chunks(std::vector<chunk_plan> & plans, int most) const {
+    plans.clear();
+    chunk_plan plan;
+    int64_t at = next_;
+    while (int(plans.size()) < most && chunk_at(at, plan)) {
+        if (!plans.empty() && (plan.n_frames() != plans[0].n_frames() || plan.drop != plans[0].drop)) break;
+        plans.push_back(plan);
+        at += plan.n_new;
+    }
+}
+
 void stream::chunk_input(const chunk_plan & plan, std::vector<float> & input) const {
+    // Appended to `input`, after the chunks before it.
     const size_t n_mels = size_t(m_.hparams.n_mels);
-    input.assign(size_t(plan.n_frames()) * n_mels, 0.0f);
+    const size_t offset = input.size();
+    input.resize(offset + size_t(plan.n_frames()) * n_mels, 0.0f);
     // Cache frames before the start of the stream are zeros, as NeMo pads them.
     const int64_t first = plan.start - plan.cache_frames;
     for (int64_t f = std::max<int64_t>(first, 0); f < plan.start + plan.n_new; ++f) {
         const size_t src = size_t(f - mel_offset_) * n_mels;
         std::copy(mel_.begin() + std::ptrdiff_t(src), mel_.begin() + std::ptrdiff_t(src + n_mels),
-                  input.begin() + std::ptrdiff_t(size_t(f - first) * n_mels));
+                  input.begin() + std::ptrdiff_t(offset + size_t(f - first) * n_mels));
     }
 }
 
@@ -155,25 +168,37 @@ void stream::accept_chunk(const chunk_plan & plan, const float * frames, int n) 
 void stream::run_streams(const std::vector<stream *> & streams, encoder * batch) {
     struct pending {
         stream * s;
-        chunk_plan plan;
+        std::vector<chunk_plan> plans;
     };
+    std::vector<pending> ready;
     while (true) {
-        // One chunk per stream and round; streams whose chunks have the same shape share a graph.
-        std::vector<pending> ready;
+        // Per stream and round its ready chunks of one geometry, as many as the cache lets one graph
+        // hold; streams whose chunks have the same shape share a graph, as many chunks each as the
+        // one with the fewest.
+        ready.clear();
         for (stream * s : streams) {
-            chunk_plan plan;
-            if (s->next_chunk(plan)) ready.push_back({s, plan});
+            pending p{s, {}};
+            const cache_pool & pool = s->cache_.pool;
+            // A chunk gives at most right context + 1 frames.
+            s->ready_chunks(p.plans, std::max(1, (pool.capacity - pool.left) / (s->right_ + 1)));
+            if (!p.plans.empty()) ready.push_back(std::move(p));
         }
         if (ready.empty()) break;
         while (!ready.empty()) {
-            const int n_frames = ready[0].plan.n_frames(), drop = ready[0].plan.drop;
+            const chunk_plan & shape = ready[0].plans[0];
+            const int n_frames = shape.n_frames(), drop = shape.drop;
             std::vector<pending> group, rest;
-            for (const pending & p : ready) {
-                (p.plan.n_frames() == n_frames && p.plan.drop == drop ? group : rest).push_back(p);
+            size_t n_chunks = ready[0].plans.size();
+            for (pending & p : ready) {
+                const bool same = p.plans[0].n_frames() == n_frames && p.plans[0].drop == drop;
+                if (same) n_chunks = std::min(n_chunks, p.plans.size());
+                (same ? group : rest).push_back(std::move(p));
             }
             std::vector<encoder_job> jobs;
-            for (const pending & p : group) {
-                p.s->chunk_input(p.plan, p.s->input_);
+            for (pending & p : group) {
+                p.plans.resize(n_chunks);
+                p.s->input_.clear();
+                for (const chunk_plan & plan : p.plans) p.s->chunk_input(plan, p.s->input_);
                 p.s->out_.clear();
                 jobs.push_back({p.s->input_.data(), &p.s->cache_, &p.s->out_, p.s->prompt_});
             }
@@ -181,8 +206,12 @@ void stream::run_streams(const std::vector<stream *> & streams, encoder * batch)
             stream & first = *group[0].s;
             if (group.size() == 1 && first.encoder_ == nullptr) first.encoder_.reset(new encoder(first.m_, first.device_, first.n_threads_));
             encoder & runner = group.size() == 1 ? *first.encoder_ : *batch;
-            const int n = runner.run_chunks(jobs, n_frames, drop);
-            for (const pending & p : group) p.s->accept_chunk(p.plan, p.s->out_.data(), n);
+            const int n = runner.run_chunks(jobs, int(n_chunks), n_frames, drop);
+            for (const pending & p : group) {
+                for (size_t c = 0; c < n_chunks; ++c) {
+                    p.s->accept_chunk(p.plans[c], p.s->out_.data() + c * size_t(n) * size_t(p.s->m_.hparams.d_model), n);
+                }
+            }
             ready.swap(rest);
         }
     }

@@ -77,7 +77,10 @@ public:
     int32_t n_encoder_frames = 0;
 
 private:
-    bool next_chunk(chunk_plan & plan) const;
+    // The chunk that starts at mel frame `at` (the stream's next frame or one after it), if its frames are in.
+    bool chunk_at(int64_t at, chunk_plan & plan) const;
+    // The chunks ready to run, up to `most`, all of the first one's geometry.
+    void ready_chunks(std::vector<chunk_plan> & plans, int most) const;
     void chunk_input(const chunk_plan & plan, std::vector<float> & input) const;
     void accept_chunk(const chunk_plan & plan, const float * frames, int n);
 

@@ -1,18 +1,22 @@
 // C-level tests of the engine: the cgroup CPU quota reader on stand-in /proc and /sys trees, the
-// thread count under load, the hyperparameter table, detokenization, log routing beside another
+// thread count under load, the hyperparameter table, detokenization, the q8_0 product, log routing beside another
 // ggml user, stream lifetimes, and tokens handed out once. `test_engine [MODEL.gguf]`: without a model the tests that load one are skipped.
 #include "cpu_budget.h"
 #include "nemotron-asr.h"
+#include "q8_0_matmul.h"
 #include "text.h"
 
 #include "ggml.h"
+#include "ggml-cpu.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -239,12 +243,80 @@ static void test_take_tokens(const char * model) {
     nemotron_context_free(ctx);
 }
 
+// ---- the q8_0 product ----------------------------------------------------------------------
+
+// w [k, n] q8_0 times x [k, m] by the engine's product of the packed weights (or ggml's product
+// of the weights as they are, with `own` false).
+static std::vector<float> q8_0_product(const std::vector<uint8_t> & w, const std::vector<float> & x, int k, int n, int m,
+                                       bool own, int n_threads) {
+    ggml_init_params ip = {size_t(64) << 20, nullptr, false};
+    ggml_context * ctx = ggml_init(ip);
+    ggml_tensor * wt = ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, n);
+    ggml_tensor * xt = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, m);
+    if (own) {
+        nemotron::q8_0_pack(wt, w.data(), wt->data);
+    } else {
+        std::memcpy(wt->data, w.data(), ggml_nbytes(wt));
+    }
+    std::memcpy(xt->data, x.data(), ggml_nbytes(xt));
+    ggml_tensor * y = own ? nemotron::q8_0_matmul(ctx, wt, xt) : ggml_mul_mat(ctx, wt, xt);
+    ggml_cgraph * gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, y);
+    ggml_graph_compute_with_ctx(ctx, gf, n_threads);
+    std::vector<float> out(size_t(n) * size_t(m));
+    std::memcpy(out.data(), y->data, out.size() * sizeof(float));
+    ggml_free(ctx);
+    return out;
+}
+
+// The packed product against ggml's own q8_0 product (the same quantized activations, another
+// summing order) for partial groups of columns; each column as it would be alone; packing undone.
+static void test_q8_0_matmul() {
+    if (!nemotron::q8_0_matmul_available()) {
+        std::printf("no AVX-512 VNNI: the q8_0 product test is skipped\n");
+        return;
+    }
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const ggml_from_float_t quantize = ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float;
+    for (const auto & shape : std::vector<std::vector<int>>{{160, 48, 11}, {1024, 64, 70}, {4352, 16, 1}, {32, 16, 9}}) {
+        const int k = shape[0], n = shape[1], m = shape[2];
+        std::vector<float> wf(size_t(k) * size_t(n)), x(size_t(k) * size_t(m));
+        for (float & v : wf) v = normal(rng) / std::sqrt(float(k));
+        for (float & v : x) v = normal(rng) * 3.0f;
+        std::vector<uint8_t> w(ggml_row_size(GGML_TYPE_Q8_0, k) * size_t(n));
+        quantize(wf.data(), w.data(), int64_t(wf.size()));
+        const std::vector<float> own = q8_0_product(w, x, k, n, m, true, 2);
+        const std::vector<float> ggml = q8_0_product(w, x, k, n, m, false, 1);
+        float worst = 0.0f, scale = 0.0f;
+        for (size_t i = 0; i < own.size(); ++i) {
+            worst = std::max(worst, std::fabs(own[i] - ggml[i]));
+            scale = std::max(scale, std::fabs(ggml[i]));
+        }
+        CHECK(worst <= 2e-6f * scale);
+        for (int c = 0; c < m; c += 5) {
+            const std::vector<float> column(x.begin() + ptrdiff_t(c) * k, x.begin() + ptrdiff_t(c + 1) * k);
+            const std::vector<float> alone = q8_0_product(w, column, k, n, 1, true, 1);
+            CHECK(std::memcmp(alone.data(), own.data() + size_t(c) * size_t(n), alone.size() * sizeof(float)) == 0);
+        }
+        ggml_init_params ip = {ggml_tensor_overhead(), nullptr, true};
+        ggml_context * ctx = ggml_init(ip);
+        const ggml_tensor * wt = ggml_new_tensor_2d(ctx, GGML_TYPE_Q8_0, k, n);
+        std::vector<uint8_t> packed(w.size()), unpacked(w.size());
+        nemotron::q8_0_pack(wt, w.data(), packed.data());
+        nemotron::q8_0_unpack(wt, packed.data(), unpacked.data());
+        CHECK(packed != w && unpacked == w);
+        ggml_free(ctx);
+    }
+}
+
 int main(int argc, char ** argv) {
     test_cgroup_v2();
     test_cgroup_v1_container();
     test_threads_for_load();
     test_check_hparams();
     test_detokenize();
+    test_q8_0_matmul();
     if (argc > 1 && argv[1][0] != '\0') {
         test_logging(argv[1]);
         test_stream_outlives_context(argv[1]);
