@@ -191,6 +191,23 @@ def test_without_mmap(fixtures_dir: Path) -> None:
         assert model.hparams.n_layers == 2
 
 
+def test_q8_0_weights_read_and_compute_alike_with_or_without_mmap(fixtures_dir: Path) -> None:
+    """Without mmap the q8_0 matrices are packed where they were loaded (on CPUs with AVX-512 VNNI):
+    get_tensor still returns the file's values and recognition is the same as from the mapped file."""
+    path = fixtures_dir / "layout-a-tiny.q8_0.gguf"
+    audio = np.random.default_rng(3).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    with NemotronModel(path) as mapped, NemotronModel(path, use_mmap=False) as loaded:
+        names = [t.name for t in mapped.tensors if t.type == "q8_0" and t.name.startswith("encoder.layers.")]
+        assert names
+        for name in names:
+            np.testing.assert_array_equal(loaded.get_tensor(name), mapped.get_tensor(name))
+        assert loaded.transcribe(audio).text == mapped.transcribe(audio).text
+        with mapped.stream(keep_encoder_output=True) as a, loaded.stream(keep_encoder_output=True) as b:
+            a.feed(audio), b.feed(audio)
+            a.finalize(), b.finalize()
+            np.testing.assert_array_equal(a.encoder_output, b.encoder_output)
+
+
 def test_threads_and_backend_arguments(fixtures_dir: Path) -> None:
     path = fixtures_dir / "layout-a-tiny.q8_0.gguf"
     with NemotronModel(path, n_threads=3, backend="cpu") as model:
