@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 
 import soundfile
 
-from run import RATE, child, default_models, machine, make_speech
+from run import RATE, child, default_models, machine, speech
 
 BUSY_LOOP = "while True: pass"
 
@@ -78,10 +78,7 @@ def main() -> None:
         if name == "demo":
             cases.append(("demo", demo_model_path(log=False), demo_sample()[0]))
         else:
-            speech = args.cache / f"speech-{args.seconds:g}s.wav"
-            if not speech.exists():
-                make_speech(speech, args.seconds)
-            cases.append((name, default_models(args.cache, [name])[name], speech))
+            cases.append((name, default_models(args.cache, [name])[name], speech(args.cache, args.seconds)))
     with NemotronModel(cases[0][1], backend="cpu") as probe:
         default_threads = probe.n_threads
 

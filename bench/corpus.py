@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import default_models, make_speech  # noqa: E402
+from run import default_models, speech as run_speech  # noqa: E402
 
 
 def memory_of(pid: int) -> Dict[str, float]:
@@ -72,9 +72,7 @@ def main() -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     model = (demo_model_path(log=False) if args.model == "demo" else Path(args.model) if args.model
              else default_models(args.cache, ["q8_0"])["q8_0"])
-    speech = args.cache / f"speech-{args.seconds:g}s.wav"
-    if not speech.exists():
-        make_speech(speech, args.seconds)
+    speech = run_speech(args.cache, args.seconds)
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp())
     corpus = work / "corpus"

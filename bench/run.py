@@ -92,6 +92,14 @@ def make_speech(path: Path, seconds: float) -> None:
     soundfile.write(path, np.concatenate(parts)[: int(seconds * RATE)], RATE, subtype="PCM_16")
 
 
+def speech(cache: Path, seconds: float) -> Path:
+    """`seconds` of espeak-ng speech in `cache`, made on first use."""
+    path = cache / f"speech-{seconds:g}s.wav"
+    if not path.exists():
+        make_speech(path, seconds)
+    return path
+
+
 def as_wav16k(path: Path, cache: Path) -> Path:
     """The audio as a 16 kHz mono 16-bit WAV file, which any engine compared here can read."""
     info = soundfile.info(str(path))
@@ -115,10 +123,7 @@ def default_models(cache: Path, types: List[str]) -> Dict[str, Path]:
     state = testing.random_state_dict(size, seed=0)
     joint = cache / f"{name}-joint.npz"  # so that a type added later gets the same joint
     if not joint.exists():
-        tune = cache / f"speech-{TUNE_SECONDS:g}s.wav"
-        if not tune.exists():
-            make_speech(tune, TUNE_SECONDS)
-        audio = soundfile.read(tune, dtype="float32")[0]
+        audio = soundfile.read(speech(cache, TUNE_SECONDS), dtype="float32")[0]
         probe = testing.write_model(cache / f"{name}-probe.gguf", size=size, weight_type="q8_0", state_dict=state)
         encs = []
         with NemotronModel(probe) as model:  # each latency gives other encoder outputs: tune on them all
@@ -398,9 +403,7 @@ def main() -> None:
     if args.audio:
         wav, audio_name = as_wav16k(args.audio, args.cache), args.audio.name
     else:
-        wav, audio_name = args.cache / f"speech-{args.seconds:g}s.wav", "espeak-ng speech"
-        if not wav.exists():
-            make_speech(wav, args.seconds)
+        wav, audio_name = speech(args.cache, args.seconds), "espeak-ng speech"
     audio_s = soundfile.info(str(wav)).frames / RATE
     if args.model:
         try:  # a bad file fails here, with the loader's message, rather than in every cell

@@ -56,7 +56,11 @@ void beam_decoder::reset() {
     // Every slot starts from the start of sequence: a zero input and a zero state.
     const size_t state = size_t(w_.n_layers) * size_t(w_.n_hidden), joint = size_t(w_.n_joint);
     std::vector<float> zero(state, 0.0f);
-    predict(w_, -1, zero.data(), zero.data(), h_.data(), c_.data(), pred_.data(), scratch_);
+    const int32_t start = -1;
+    const float * zero_state = zero.data();
+    float * h = h_.data(), * c = c_.data(), * pred = pred_.data();
+    row_team alone(1);
+    predict(w_, 1, &start, &zero_state, &zero_state, &h, &c, &pred, scratch_, alone);
     for (int k = 1; k < beam_; ++k) {
         std::copy_n(h_.begin(), state, h_.begin() + std::ptrdiff_t(k * state));
         std::copy_n(c_.begin(), state, c_.begin() + std::ptrdiff_t(k * state));
@@ -95,7 +99,7 @@ void beam_decoder::scores(int k, const float * logits, std::vector<float> & log_
     log_probs[size_t(w_.blank)] *= float(1.0 + double(boosting_alpha_));
 }
 
-bool beam_decoder::step(bool final) {
+bool beam_decoder::step(bool final, const row_team & team) {
     const int K = beam_;
     bool any_active = false;
     for (const slot & s : slots_) {
@@ -119,7 +123,7 @@ bool beam_decoder::step(bool final) {
         pred.push_back(pred_.data() + size_t(k) * size_t(w_.n_joint));
         out.push_back(logits_.data() + size_t(k) * size_t(w_.n_vocab));
     }
-    joint(w_, int(enc.size()), enc.data(), pred.data(), scratch_, out.data());
+    joint(w_, int(enc.size()), enc.data(), pred.data(), scratch_, out.data(), team);
 
     // Candidates: each hypothesis's K best labels.
     std::fill(candidates_.begin(), candidates_.end(), inactive);
@@ -221,7 +225,7 @@ bool beam_decoder::step(bool final) {
         }
     }
     if (!labels.empty()) {
-        predict(w_, int(labels.size()), labels.data(), h0.data(), c0.data(), h1.data(), c1.data(), p1.data(), scratch_);
+        predict(w_, int(labels.size()), labels.data(), h0.data(), c0.data(), h1.data(), c1.data(), p1.data(), scratch_, team);
     }
     slots_.swap(next_);
     h_.swap(h_next_);
@@ -242,15 +246,19 @@ void beam_decoder::commit(int32_t to, token_sequence & out) {
     if (!path.empty()) committed_ = to;
 }
 
-void beam_decoder::decode(const float * frames, int n, int32_t first_frame, token_sequence & out) {
+void beam_decoder::decode(const float * frames, int n, int32_t first_frame, token_sequence & out, const row_team & team) {
     if (first_frame != n_frames_) fail(NEMOTRON_ERR_INTERNAL, "beam search: frame %d after %d", int(first_frame), int(n_frames_));
     const size_t joint_dim = size_t(w_.n_joint);
     enc_.resize(size_t(n_frames_ + n - enc_first_) * joint_dim);
+    std::vector<const float *> in(static_cast<size_t>(n));
+    std::vector<float *> projected(static_cast<size_t>(n));
     for (int t = 0; t < n; ++t) {
-        project_frame(w_, frames + size_t(t) * size_t(w_.d_enc), enc_.data() + size_t(n_frames_ + t - enc_first_) * joint_dim);
+        in[size_t(t)] = frames + size_t(t) * size_t(w_.d_enc);
+        projected[size_t(t)] = enc_.data() + size_t(n_frames_ + t - enc_first_) * joint_dim;
     }
+    project_frames(w_, n, in.data(), projected.data(), team);
     n_frames_ += n;
-    while (step(false)) {
+    while (step(false, team)) {
     }
     // The labels every hypothesis holds: their deepest common node.
     auto depth = [this](int32_t x) { return x < 0 ? 0 : nodes_[size_t(x)].depth; };
@@ -280,8 +288,8 @@ void beam_decoder::decode(const float * frames, int n, int32_t first_frame, toke
     }
 }
 
-void beam_decoder::finish(token_sequence & out) {
-    while (step(true)) {
+void beam_decoder::finish(token_sequence & out, const row_team & team) {
+    while (step(true, team)) {
     }
     // NeMo ranks by score / (labels + 1) and reports the scores themselves.
     std::vector<int> order;

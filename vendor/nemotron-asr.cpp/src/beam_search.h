@@ -41,10 +41,10 @@ public:
 
     // Encoder frames [n][d_enc] numbered from first_frame: runs every step whose frames are here and
     // appends the tokens that every hypothesis holds to `out`.
-    void decode(const float * frames, int n, int32_t first_frame, token_sequence & out);
+    void decode(const float * frames, int n, int32_t first_frame, token_sequence & out, const row_team & team);
     // The end of the frames: runs the remaining steps, appends the rest of the best hypothesis's
     // tokens to `out` and keeps the N-best list.
-    void finish(token_sequence & out);
+    void finish(token_sequence & out, const row_team & team);
     // After finish: the hypotheses, best first.
     const std::vector<hypothesis> & nbest() const { return nbest_; }
 
@@ -64,7 +64,7 @@ private:
         int32_t boosting_state;
     };
 
-    bool step(bool final);                      // one search step; false where a frame is missing
+    bool step(bool final, const row_team & team);     // one search step; false where a frame is missing
     // Slot k's next labels' log-probabilities from its joint logits (boosted, and as the joint gave them).
     void scores(int k, const float * logits, std::vector<float> & log_probs, std::vector<float> & raw);
     void commit(int32_t to, token_sequence & out); // hands out the labels from committed_ to node `to`

@@ -1,6 +1,7 @@
 #include "rnnt.h"
 
 #include "error.h"
+#include "f32_matmul.h"
 
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
@@ -57,17 +58,6 @@ rnnt_weights::rnnt_weights(const model & m) {
     for (int i = 0; i <= n_vocab; ++i) input_ready_[size_t(i)].store(false, std::memory_order_relaxed);
 }
 
-// y = W x + b for W row-major [rows][cols], with ggml's SIMD dot product: one decoding
-// step is a few matrix-vector products, too small for a graph.
-static void affine(const float * w, const float * b, const float * x, int rows, int cols, float * y) {
-    static const ggml_vec_dot_t dot = ggml_get_type_traits_cpu(GGML_TYPE_F32)->vec_dot;
-    for (int r = 0; r < rows; ++r) {
-        float acc = 0.0f;
-        dot(cols, &acc, 0, w + size_t(r) * size_t(cols), 0, x, 0, 1);
-        y[r] = acc + (b != nullptr ? b[r] : 0.0f);
-    }
-}
-
 static float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 const float * rnnt_weights::input_gates(int32_t label) const {
@@ -79,7 +69,9 @@ const float * rnnt_weights::input_gates(int32_t label) const {
             // The start of sequence feeds a zero vector (NeMo's blank-as-pad SOS).
             std::vector<float> input(size_t(n_embed), 0.0f);
             if (label >= 0) std::copy_n(embed.begin() + std::ptrdiff_t(size_t(label) * size_t(n_embed)), n_embed, input.begin());
-            affine(w_ih[0].data(), bias[0].data(), input.data(), 4 * n_hidden, n_embed, gates);
+            row_team alone(1);
+            const float * x = input.data();
+            affine_rows(alone, w_ih[0].data(), bias[0].data(), &x, 1, 4 * n_hidden, n_embed, &gates);
             input_ready_[row].store(true, std::memory_order_release);
         }
     }
@@ -95,23 +87,8 @@ void rnnt_scratch::fit(const rnnt_weights & w, int n) {
     hidden.resize(size_t(n) * size_t(w.n_joint));
 }
 
-// y[i] = W x[i] + b for n inputs, W row-major [rows][cols]: each row of W is read once for all of them,
-// and each product is the same dot product as for one input alone.
-static void affine_many(const float * w, const float * b, const float * const * x, int n, int rows, int cols,
-                        float * const * y) {
-    static const ggml_vec_dot_t dot = ggml_get_type_traits_cpu(GGML_TYPE_F32)->vec_dot;
-    for (int r = 0; r < rows; ++r) {
-        const float * row = w + size_t(r) * size_t(cols);
-        for (int i = 0; i < n; ++i) {
-            float acc = 0.0f;
-            dot(cols, &acc, 0, row, 0, x[i], 0, 1);
-            y[i][r] = acc + (b != nullptr ? b[r] : 0.0f);
-        }
-    }
-}
-
 void predict(const rnnt_weights & w, int n, const int32_t * labels, const float * const * h_in, const float * const * c_in,
-             float * const * h_next, float * const * c_next, float * const * pred, rnnt_scratch & s) {
+             float * const * h_next, float * const * c_next, float * const * pred, rnnt_scratch & s, const row_team & team) {
     const int H = w.n_hidden;
     s.fit(w, n);
     std::vector<const float *> x(static_cast<size_t>(n)), h(static_cast<size_t>(n));
@@ -123,8 +100,8 @@ void predict(const rnnt_weights & w, int n, const int32_t * labels, const float 
     }
     for (int l = 0; l < w.n_layers; ++l) {
         for (int i = 0; i < n; ++i) h[size_t(i)] = h_in[i] + size_t(l) * size_t(H);
-        if (l > 0) affine_many(w.w_ih[size_t(l)].data(), w.bias[size_t(l)].data(), x.data(), n, 4 * H, H, gates.data());
-        affine_many(w.w_hh[size_t(l)].data(), nullptr, h.data(), n, 4 * H, H, gates_hh.data());
+        if (l > 0) affine_rows(team, w.w_ih[size_t(l)].data(), w.bias[size_t(l)].data(), x.data(), n, 4 * H, H, gates.data());
+        affine_rows(team, w.w_hh[size_t(l)].data(), nullptr, h.data(), n, 4 * H, H, gates_hh.data());
         for (int i = 0; i < n; ++i) {
             const float * in = l == 0 ? w.input_gates(labels[i]) : gates[size_t(i)];
             const float * hh = gates_hh[size_t(i)];
@@ -143,15 +120,15 @@ void predict(const rnnt_weights & w, int n, const int32_t * labels, const float 
             std::copy_n(h_out, H, s.input.begin() + std::ptrdiff_t(size_t(i) * size_t(H)));
         }
     }
-    affine_many(w.pred_w.data(), w.pred_b.data(), x.data(), n, w.n_joint, H, pred);
+    affine_rows(team, w.pred_w.data(), w.pred_b.data(), x.data(), n, w.n_joint, H, pred);
 }
 
-void project_frame(const rnnt_weights & w, const float * frame, float * enc) {
-    affine(w.enc_w.data(), w.enc_b.data(), frame, w.n_joint, w.d_enc, enc);
+void project_frames(const rnnt_weights & w, int n, const float * const * frames, float * const * enc, const row_team & team) {
+    affine_rows(team, w.enc_w.data(), w.enc_b.data(), frames, n, w.n_joint, w.d_enc, enc);
 }
 
 void joint(const rnnt_weights & w, int n, const float * const * enc, const float * const * pred, rnnt_scratch & s,
-           float * const * logits) {
+           float * const * logits, const row_team & team) {
     s.fit(w, n);
     std::vector<const float *> hidden(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) {
@@ -159,7 +136,7 @@ void joint(const rnnt_weights & w, int n, const float * const * enc, const float
         for (int j = 0; j < w.n_joint; ++j) x[j] = std::max(0.0f, enc[i][j] + pred[i][j]);
         hidden[size_t(i)] = x;
     }
-    affine_many(w.out_w.data(), w.out_b.data(), hidden.data(), n, w.n_vocab, w.n_joint, logits);
+    affine_rows(team, w.out_w.data(), w.out_b.data(), hidden.data(), n, w.n_vocab, w.n_joint, logits);
 }
 
 greedy_decoder::greedy_decoder(const rnnt_weights & w) : w_(w), scratch_(w) {
@@ -220,60 +197,107 @@ int32_t greedy_decoder::boost(float top1, float log_denom, float & margin) {
     return best;
 }
 
-void greedy_decoder::decode(const float * frames, int n, int32_t first_frame, token_sequence & out,
-                            std::vector<joint_step> * trace) {
-    for (int t = 0; t < n; ++t) {
-        const int32_t frame = first_frame + t;
-        // The rule of the Python segmenter's endpoints, in frames, so that every utterance after an
-        // endpoint is decoded from the start state whatever the chunking.
-        if (reset_silence_ > 0 && utterance_last_ >= 0 && frame - utterance_last_ - 1 >= reset_silence_ &&
-            utterance_last_ + 1 - utterance_first_ >= reset_min_utterance_) {
-            reset();
+bool greedy_decoder::decide(int32_t frame, token_sequence & out, std::vector<joint_step> * trace) {
+    int best = 0;
+    float top1 = logits_[0], top2 = -INFINITY;
+    for (int k = 1; k < w_.n_vocab; ++k) {
+        const float v = logits_[size_t(k)];
+        if (v > top1) {
+            top2 = top1;
+            top1 = v;
+            best = k;
+        } else if (v > top2) {
+            top2 = v;
         }
-        project_frame(w_, frames + size_t(t) * size_t(w_.d_enc), enc_.data());
-        for (int emitted = 0; emitted < w_.max_symbols;) {
-            if (!pred_valid_) {
-                predict(w_, last_, h_.data(), c_.data(), h_next_.data(), c_next_.data(), pred_.data(), scratch_);
-                pred_valid_ = true;
+    }
+    // Shifted by the maximum, so no term overflows; the argmax's own term is exactly 1.
+    float denom = 0.0f;
+    for (int k = 0; k < w_.n_vocab; ++k) denom += std::exp(logits_[size_t(k)] - top1);
+    float margin = top1 - top2;
+    if (best != w_.blank && boosting_ != nullptr) {
+        // Two decisions: a label rather than the blank (the plain scores), and which (the boosted).
+        float boosted_margin = 0.0f;
+        const float label_margin = top1 - logits_[size_t(w_.blank)];
+        best = boost(top1, std::log(denom), boosted_margin);
+        margin = std::min(label_margin, boosted_margin);
+    }
+    const float confidence = std::exp(logits_[size_t(best)] - top1) / denom;
+    if (trace != nullptr) trace->push_back({frame, best, margin, confidence});
+    if (best == w_.blank) return false;
+    out.ids.push_back(best);
+    out.frames.push_back(frame);
+    if (utterance_first_ < 0) utterance_first_ = frame;
+    utterance_last_ = frame;
+    out.confidences.push_back(confidence);
+    h_.swap(h_next_);
+    c_.swap(c_next_);
+    last_ = best;
+    pred_valid_ = false;
+    if (boosting_ != nullptr) boosting_state_ = boosting_->next(boosting_state_, best);
+    return true;
+}
+
+void greedy_decoder::decode_together(const std::vector<greedy_job> & jobs, int n, const row_team & team) {
+    if (jobs.empty()) return;
+    const rnnt_weights & w = jobs[0].decoder->w_;
+    rnnt_scratch & scratch = jobs[0].decoder->scratch_; // scratch space only: any decoder's serves
+    const size_t n_jobs = jobs.size();
+    std::vector<const float *> frames(n_jobs);
+    std::vector<float *> enc(n_jobs);
+    std::vector<int> emitted(n_jobs);
+    std::vector<size_t> active, still;
+    // The arguments of one product, for the decoders that take part in it.
+    std::vector<int32_t> labels;
+    std::vector<const float *> h, c, enc_of, pred_of;
+    std::vector<float *> h_next, c_next, pred, logits;
+    for (int t = 0; t < n; ++t) {
+        active.clear();
+        for (size_t j = 0; j < n_jobs; ++j) {
+            greedy_decoder & d = *jobs[j].decoder;
+            const int32_t frame = jobs[j].first_frame + t;
+            // The rule of the Python segmenter's endpoints, in frames, so that every utterance after an
+            // endpoint is decoded from the start state whatever the chunking.
+            if (d.reset_silence_ > 0 && d.utterance_last_ >= 0 && frame - d.utterance_last_ - 1 >= d.reset_silence_ &&
+                d.utterance_last_ + 1 - d.utterance_first_ >= d.reset_min_utterance_) {
+                d.reset();
             }
-            joint(w_, enc_.data(), pred_.data(), scratch_, logits_.data());
-            int best = 0;
-            float top1 = logits_[0], top2 = -INFINITY;
-            for (int k = 1; k < w_.n_vocab; ++k) {
-                const float v = logits_[size_t(k)];
-                if (v > top1) {
-                    top2 = top1;
-                    top1 = v;
-                    best = k;
-                } else if (v > top2) {
-                    top2 = v;
+            frames[j] = jobs[j].frames + size_t(t) * size_t(w.d_enc);
+            enc[j] = d.enc_.data();
+            emitted[j] = 0;
+            if (w.max_symbols > 0) active.push_back(j);
+        }
+        project_frames(w, int(n_jobs), frames.data(), enc.data(), team);
+        while (!active.empty()) {
+            labels.clear(), h.clear(), c.clear(), h_next.clear(), c_next.clear(), pred.clear();
+            enc_of.clear(), pred_of.clear(), logits.clear();
+            for (size_t j : active) {
+                greedy_decoder & d = *jobs[j].decoder;
+                if (!d.pred_valid_) {
+                    labels.push_back(d.last_);
+                    h.push_back(d.h_.data());
+                    c.push_back(d.c_.data());
+                    h_next.push_back(d.h_next_.data());
+                    c_next.push_back(d.c_next_.data());
+                    pred.push_back(d.pred_.data());
+                    d.pred_valid_ = true;
+                }
+                enc_of.push_back(d.enc_.data());
+                pred_of.push_back(d.pred_.data());
+                logits.push_back(d.logits_.data());
+            }
+            if (!labels.empty()) {
+                predict(w, int(labels.size()), labels.data(), h.data(), c.data(), h_next.data(), c_next.data(), pred.data(),
+                        scratch, team);
+            }
+            joint(w, int(active.size()), enc_of.data(), pred_of.data(), scratch, logits.data(), team);
+            still.clear();
+            for (size_t j : active) {
+                const greedy_job & job = jobs[j];
+                if (job.decoder->decide(job.first_frame + t, *job.out, job.trace) && ++emitted[j] < w.max_symbols) {
+                    still.push_back(j);
                 }
             }
-            // Shifted by the maximum, so no term overflows; the argmax's own term is exactly 1.
-            float denom = 0.0f;
-            for (int k = 0; k < w_.n_vocab; ++k) denom += std::exp(logits_[size_t(k)] - top1);
-            float margin = top1 - top2;
-            if (best != w_.blank && boosting_ != nullptr) {
-                // Two decisions: a label rather than the blank (the plain scores), and which (the boosted).
-                float boosted_margin = 0.0f;
-                const float label_margin = top1 - logits_[size_t(w_.blank)];
-                best = boost(top1, std::log(denom), boosted_margin);
-                margin = std::min(label_margin, boosted_margin);
-            }
-            const float confidence = std::exp(logits_[size_t(best)] - top1) / denom;
-            if (trace != nullptr) trace->push_back({frame, best, margin, confidence});
-            if (best == w_.blank) break;
-            out.ids.push_back(best);
-            out.frames.push_back(frame);
-            if (utterance_first_ < 0) utterance_first_ = frame;
-            utterance_last_ = frame;
-            out.confidences.push_back(confidence);
-            h_.swap(h_next_);
-            c_.swap(c_next_);
-            last_ = best;
-            pred_valid_ = false;
-            if (boosting_ != nullptr) boosting_state_ = boosting_->next(boosting_state_, best);
-            ++emitted;
+            active.swap(still);
         }
     }
 }

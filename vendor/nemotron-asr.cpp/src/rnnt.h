@@ -5,6 +5,7 @@
 
 #include "boosting_tree.h"
 #include "model.h"
+#include "row_team.h"
 
 #include <atomic>
 #include <cstdint>
@@ -43,24 +44,19 @@ struct rnnt_scratch {
     std::vector<float> gates, gates_hh, input, hidden;
 };
 
+// The products below share their rows over `team`; each result is what it would be alone and on
+// one thread (see f32_matmul.h).
+
 // The prediction network on labels[i] (-1: the start of sequence, a zero input) from the states (h[i],
 // c[i]), each [layers][hidden], into (h_next[i], c_next[i]), with its output through the joint's
-// projection in pred[i] [joint], for n at once: each weight matrix is read once for all of them, and
-// each one's result is what it would be alone.
+// projection in pred[i] [joint], for n at once: each weight matrix is read once for all of them.
 void predict(const rnnt_weights & w, int n, const int32_t * labels, const float * const * h, const float * const * c,
-             float * const * h_next, float * const * c_next, float * const * pred, rnnt_scratch & s);
-inline void predict(const rnnt_weights & w, int32_t label, const float * h, const float * c, float * h_next,
-                    float * c_next, float * pred, rnnt_scratch & s) {
-    predict(w, 1, &label, &h, &c, &h_next, &c_next, &pred, s);
-}
-// The joint's projection of an encoder frame [d_enc] into enc [joint].
-void project_frame(const rnnt_weights & w, const float * frame, float * enc);
+             float * const * h_next, float * const * c_next, float * const * pred, rnnt_scratch & s, const row_team & team);
+// The joint's projections of n encoder frames [d_enc] into enc[i] [joint].
+void project_frames(const rnnt_weights & w, int n, const float * const * frames, float * const * enc, const row_team & team);
 // The joint's logits [vocab] of projected frames and predictions, n at once (see predict).
 void joint(const rnnt_weights & w, int n, const float * const * enc, const float * const * pred, rnnt_scratch & s,
-           float * const * logits);
-inline void joint(const rnnt_weights & w, const float * enc, const float * pred, rnnt_scratch & s, float * logits) {
-    joint(w, 1, &enc, &pred, s, &logits);
-}
+           float * const * logits, const row_team & team);
 
 struct joint_step {
     int32_t frame;  // encoder frame
@@ -76,6 +72,17 @@ struct token_sequence {
     std::vector<float>   confidences; // softmax probability of each token at its joint step
 
     void clear() { ids.clear(); frames.clear(); confidences.clear(); }
+};
+
+class greedy_decoder;
+
+// One decoder's share of greedy_decoder::decode_together.
+struct greedy_job {
+    greedy_decoder * decoder;
+    const float * frames;            // [n][d_enc]
+    int32_t first_frame;             // the number of the first
+    token_sequence * out;            // the emitted tokens are appended here
+    std::vector<joint_step> * trace; // every joint step, when not null
 };
 
 class greedy_decoder {
@@ -95,11 +102,14 @@ public:
     // state starts over here and wherever the prediction network does.
     void set_boosting(std::shared_ptr<const boosting_tree> tree, float alpha);
 
-    // Decodes encoder frames ([n][d_enc]) numbered from first_frame; appends the emitted
-    // tokens, and every joint step to `trace` when it is not null.
-    void decode(const float * frames, int n, int32_t first_frame, token_sequence & out, std::vector<joint_step> * trace);
+    // Decodes n encoder frames of every job (decoders of one model) in lockstep: frame by frame, the
+    // decoders still emitting on a frame run each prediction network and joint step together, so each
+    // weight is read once per step for all of them. Each decoder's decisions are those it would make alone.
+    static void decode_together(const std::vector<greedy_job> & jobs, int n, const row_team & team);
 
 private:
+    // The decision of a joint step on frame `frame` from logits_; true where it emitted a label.
+    bool decide(int32_t frame, token_sequence & out, std::vector<joint_step> * trace);
     // The boosted label among the labels (the blank excluded), from logits_ with their maximum and
     // log(sum(exp(logit - maximum))); `margin`: its lead over the next.
     int32_t boost(float top1, float log_denom, float & margin);

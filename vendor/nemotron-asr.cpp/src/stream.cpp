@@ -20,6 +20,7 @@ stream::stream(const model & m, ggml_backend_dev_t device, int n_threads, cache_
       frontend_(m),
       device_(device),
       n_threads_(n_threads),
+      decode_threads_(n_threads),
       cache_(pool),
       decoder_(weights),
       beam_(beam_size > 1 ? new beam_decoder(weights, beam_size) : nullptr) {}
@@ -145,12 +146,21 @@ void stream::chunk_input(const chunk_plan & plan, std::vector<float> & input) co
     }
 }
 
-void stream::accept_chunk(const chunk_plan & plan, const float * frames, int n) {
-    if (beam_ != nullptr) {
-        beam_->decode(frames, n, n_encoder_frames, tokens);
-    } else {
-        decoder_.decode(frames, n, n_encoder_frames, tokens, keep_trace_ ? &trace : nullptr);
+void stream::decode(const std::vector<stream *> & streams, const std::vector<const float *> & frames, int n) {
+    row_team team(streams[0]->decode_threads_.threads());
+    std::vector<greedy_job> greedy;
+    for (size_t i = 0; i < streams.size(); ++i) {
+        stream & s = *streams[i];
+        if (s.beam_ != nullptr) {
+            s.beam_->decode(frames[i], n, s.n_encoder_frames, s.tokens, team);
+        } else {
+            greedy.push_back({&s.decoder_, frames[i], s.n_encoder_frames, &s.tokens, s.keep_trace_ ? &s.trace : nullptr});
+        }
     }
+    greedy_decoder::decode_together(greedy, n, team);
+}
+
+void stream::accept_chunk(const chunk_plan & plan, const float * frames, int n) {
     if (keep_encoder_output_) {
         encoder_output.insert(encoder_output.end(), frames, frames + size_t(n) * size_t(m_.hparams.d_model));
         chunk_ends.push_back(n_encoder_frames + n);
@@ -207,6 +217,15 @@ void stream::run_streams(const std::vector<stream *> & streams, encoder * batch)
             if (group.size() == 1 && first.encoder_ == nullptr) first.encoder_.reset(new encoder(first.m_, first.device_, first.n_threads_));
             encoder & runner = group.size() == 1 ? *first.encoder_ : *batch;
             const int n = runner.run_chunks(jobs, int(n_chunks), n_frames, drop);
+            if (n > 0) {
+                std::vector<stream *> decoded;
+                std::vector<const float *> frames;
+                for (const pending & p : group) {
+                    decoded.push_back(p.s);
+                    frames.push_back(p.s->out_.data());
+                }
+                decode(decoded, frames, int(n_chunks) * n);
+            }
             for (const pending & p : group) {
                 for (size_t c = 0; c < n_chunks; ++c) {
                     p.s->accept_chunk(p.plans[c], p.s->out_.data() + c * size_t(n) * size_t(p.s->m_.hparams.d_model), n);
@@ -217,7 +236,10 @@ void stream::run_streams(const std::vector<stream *> & streams, encoder * batch)
     }
     for (stream * s : streams) {
         // Beam search holds its last hypotheses open until the frames end.
-        if (s->ending_ && !s->finished_ && s->beam_ != nullptr) s->beam_->finish(s->tokens);
+        if (s->ending_ && !s->finished_ && s->beam_ != nullptr) {
+            row_team team(s->decode_threads_.threads());
+            s->beam_->finish(s->tokens, team);
+        }
         s->finished_ = s->ending_;
     }
 }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include "beam_search.h"
+#include "cpu_budget.h"
 #include "encoder.h"
 #include "encoder_cache.h"
 #include "mel.h"
@@ -82,6 +83,9 @@ private:
     // The chunks ready to run, up to `most`, all of the first one's geometry.
     void ready_chunks(std::vector<chunk_plan> & plans, int most) const;
     void chunk_input(const chunk_plan & plan, std::vector<float> & input) const;
+    // Decodes n encoder frames of each stream (of one model) from frames[i]: greedy decoders in lockstep.
+    static void decode(const std::vector<stream *> & streams, const std::vector<const float *> & frames, int n);
+    // Takes a decoded chunk's n encoder frames.
     void accept_chunk(const chunk_plan & plan, const float * frames, int n);
 
     const model & m_;
@@ -92,6 +96,7 @@ private:
     mel_frontend frontend_;
     ggml_backend_dev_t device_;
     int n_threads_;
+    thread_budget decode_threads_; // of the decoding that follows each chunk (the encoder has its own)
     // On a backend of its own, so that streams may run on different threads; streams that only ever
     // run in batches never make one.
     std::unique_ptr<encoder> encoder_;

@@ -2,6 +2,7 @@
 // thread count under load, the hyperparameter table, detokenization, the q8_0 product, log routing beside another
 // ggml user, stream lifetimes, and tokens handed out once. `test_engine [MODEL.gguf]`: without a model the tests that load one are skipped.
 #include "cpu_budget.h"
+#include "f32_matmul.h"
 #include "nemotron-asr.h"
 #include "q8_0_matmul.h"
 #include "text.h"
@@ -310,6 +311,44 @@ static void test_q8_0_matmul() {
     }
 }
 
+// The decoder's products against ggml's own dot product, row by row: equal bit for bit for any
+// team size, row count (partial blocks of four) and number of inputs, with and without a bias.
+static void test_affine_rows() {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const ggml_vec_dot_t dot = ggml_get_type_traits_cpu(GGML_TYPE_F32)->vec_dot;
+    for (const auto & shape : std::vector<std::vector<int>>{{2560, 640, 1}, {1025, 640, 3}, {7, 128, 2}, {5, 100, 4}}) {
+        const int rows = shape[0], cols = shape[1], n = shape[2];
+        std::vector<float> w(size_t(rows) * size_t(cols)), b(static_cast<size_t>(rows)), x(size_t(n) * size_t(cols));
+        for (float & v : w) v = normal(rng) / std::sqrt(float(cols));
+        for (float & v : b) v = normal(rng);
+        for (float & v : x) v = normal(rng);
+        std::vector<const float *> inputs;
+        for (int i = 0; i < n; ++i) inputs.push_back(x.data() + size_t(i) * size_t(cols));
+        for (const bool bias : {false, true}) {
+            std::vector<float> expected(size_t(n) * size_t(rows));
+            for (int i = 0; i < n; ++i) {
+                for (int r = 0; r < rows; ++r) {
+                    float acc = 0.0f;
+                    dot(cols, &acc, 0, w.data() + size_t(r) * size_t(cols), 0, inputs[size_t(i)], 0, 1);
+                    expected[size_t(i) * size_t(rows) + size_t(r)] = acc + (bias ? b[size_t(r)] : 0.0f);
+                }
+            }
+            for (const int threads : {1, 2, 3}) {
+                nemotron::row_team team(threads);
+                std::vector<float> out(expected.size(), NAN);
+                std::vector<float *> outputs;
+                for (int i = 0; i < n; ++i) outputs.push_back(out.data() + size_t(i) * size_t(rows));
+                for (int round = 0; round < 2; ++round) { // a team serves one product after another
+                    nemotron::affine_rows(team, w.data(), bias ? b.data() : nullptr, inputs.data(), n, rows, cols, outputs.data());
+                    CHECK(std::memcmp(out.data(), expected.data(), out.size() * sizeof(float)) == 0);
+                }
+            }
+        }
+    }
+    std::printf("decoder products: %s kernel\n", nemotron::f32_rows_kernel_available(640) ? "the AVX-512" : "ggml's");
+}
+
 int main(int argc, char ** argv) {
     test_cgroup_v2();
     test_cgroup_v1_container();
@@ -317,6 +356,7 @@ int main(int argc, char ** argv) {
     test_check_hparams();
     test_detokenize();
     test_q8_0_matmul();
+    test_affine_rows();
     if (argc > 1 && argv[1][0] != '\0') {
         test_logging(argv[1]);
         test_stream_outlives_context(argv[1]);
