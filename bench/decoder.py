@@ -27,13 +27,11 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-import numpy as np
 import soundfile
 
 sys.path.insert(0, str(Path(__file__).parent))

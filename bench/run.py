@@ -16,8 +16,7 @@ versions, the git commit and the date.
 
 --mode threads feeds each stream from its own Python thread (the engine releases the GIL); --mode
 batched pushes each piece to every stream, then computes them together with model.step(streams).
---compare runs another engine's command line on the same model file and audio, once per weight type
-x threads (and latency, when it uses {latency}); its wall time includes its loading. --nemo-python
+bench/compare.py times other engines' command lines against this package's on the same audio. --nemo-python
 times NVIDIA NeMo's own cache-aware streaming of a .nemo file. For a .nemo and a GGUF file with the
 same full-size random weights (NeMo needs minutes and several GiB at this size):
 
@@ -36,7 +35,6 @@ Examples:
     python bench/run.py                                  # the whole matrix: hours on a 2-core machine
     python bench/run.py --backend gpu --types q8_0 --threads 1 --streams 1 --capacity 160 --offline 60
     python bench/run.py --types q8_0 --latencies 160 --threads 2 --streams 1,4 --json out.json
-    python bench/run.py --model my.gguf --audio call.flac --compare "other-asr -m {model} -f {audio}"
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -101,7 +98,7 @@ def speech(cache: Path, seconds: float) -> Path:
 
 
 def as_wav16k(path: Path, cache: Path) -> Path:
-    """The audio as a 16 kHz mono 16-bit WAV file, which any engine compared here can read."""
+    """The audio as a 16 kHz mono 16-bit WAV file, which any engine compared (bench/compare.py) can read."""
     info = soundfile.info(str(path))
     if (info.format, info.subtype, info.samplerate, info.channels) == ("WAV", "PCM_16", RATE, 1):
         return path
@@ -145,7 +142,7 @@ def default_models(cache: Path, types: List[str]) -> Dict[str, Path]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Measurements, each in a process of its own: `run.py _cell|_nemo JSON`, and MEASURE for --compare
+# Measurements, each in a process of its own: `run.py _cell|_nemo JSON`
 
 
 def _peak_rss() -> int:
@@ -279,23 +276,6 @@ def nemo(p: Dict[str, Any]) -> Dict[str, Any]:
 
 CHILDREN = {"_cell": cell, "_offline": offline, "_nemo": nemo}
 
-# Times one --compare command (argv[1]) and takes its peak RSS from RUSAGE_CHILDREN, which only this
-# wrapper's child feeds. Linux counts the spawning process's own peak into an exec'd child's
-# ru_maxrss, so the wrapper is as small as Python gets (no site, json imported afterwards): the
-# figure cannot fall below about 8 MiB.
-MEASURE = r"""
-import os, resource, sys, time
-t = time.perf_counter()
-pid = os.posix_spawn("/bin/sh", ["sh", "-c", sys.argv[1]], os.environ,
-                     file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
-status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-wall = time.perf_counter() - t
-import json
-if status:
-    sys.exit(f"exit status {status}")
-print(json.dumps({"wall_s": wall, "peak_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
-"""
-
 
 def child(argv: List[str], label: str) -> Dict[str, Any]:
     """Runs a measurement process; its result is the last line it prints (NeMo prints before it)."""
@@ -384,9 +364,6 @@ def main() -> None:
         help="also transcribe the recording repeated N times as one file (model.transcribe), for the offline RTFx")
     add("--cold", action="store_true", help="evict the model file from the page cache before each load")
     add("--no-mmap", action="store_true", help="copy the weights into memory instead of mapping the file")
-    add("--compare", action="append", default=[], metavar="CMD",
-        help="another engine's command line; {model}, {audio} (a 16 kHz mono WAV file), {threads} and {latency} "
-             "are replaced (shell-quoted); repeatable")
     add("--nemo-python", metavar="PYTHON", help="a Python with NVIDIA NeMo: also time NeMo, per latency x threads")
     add("--nemo-model", type=Path, metavar="NEMO", help="the .nemo file for --nemo-python")
     add("--json", type=Path, metavar="OUT", help="also write every result to this JSON file")
@@ -460,16 +437,6 @@ def main() -> None:
                                      f"{r['wall_s']:.1f} s, RTFx {r['audio_s'] / r['wall_s']:.0f} "
                                      f"(load {r['load_s'] * 1000:.0f} ms, peak RSS {r['peak_bytes'] / 2**20:.0f} MiB)")
                 print(offline_lines[-1], file=sys.stderr)
-            for command in args.compare:
-                name = Path(shlex.split(command)[0]).name
-                for its_latency in latencies if "{latency}" in command else [None]:
-                    line = command
-                    for key, value in (("model", shlex.quote(str(path))), ("audio", shlex.quote(str(wav))),
-                                       ("threads", str(n_threads)), ("latency", str(its_latency))):
-                        line = line.replace("{" + key + "}", value)
-                    label = f"{name} {weights}, {n_threads} threads" + (f", {its_latency} ms" if its_latency else "")
-                    measure([sys.executable, "-S", "-I", "-c", MEASURE, line], label, name, weights, its_latency,
-                            n_threads, 1)
     for n_threads in threads if args.nemo_python else []:
         for latency in latencies:
             params = {"model": str(args.nemo_model), "audio": str(wav), "latency": latency, "threads": n_threads}
