@@ -85,7 +85,7 @@ def main() -> None:
     add("--audio", type=Path, help="the recording (default: 60 s of bench/run.py's espeak-ng speech)")
     add("--threads", type=int, default=2, help="threads of every engine (default: %(default)s)")
     add("--repeat", type=int, default=3, help="rounds (default: %(default)s)")
-    add("--cache", type=Path, default=Path.home() / ".cache" / "nemotron-cpp" / "bench")
+    add("--cache", type=Path, default=run.CACHE)
     add("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args()
 

@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 
 import soundfile
 
-from run import RATE, child, default_models, machine, speech
+from run import CACHE, RATE, child, default_models, machine, speech
 
 BUSY_LOOP = "while True: pass"
 
@@ -62,7 +62,7 @@ def main() -> None:
     add("--repeat", type=int, default=3, help="runs of each cell; the median is reported (default: %(default)s)")
     add("--seconds", type=float, default=20.0, help="seconds of speech for the full-size model (default: %(default)s)")
     add("--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the measured processes")
-    add("--cache", type=Path, default=Path(__file__).parent / "models", help="generated models and audio")
+    add("--cache", type=Path, default=CACHE, help="generated models and audio (default: %(default)s)")
     add("--json", type=Path, metavar="OUT", help="also write every run to this JSON file")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)

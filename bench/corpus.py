@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import default_models, speech as run_speech  # noqa: E402
+from run import CACHE, default_models, speech as run_speech  # noqa: E402
 
 
 def memory_of(pid: int) -> Dict[str, float]:
@@ -67,7 +67,7 @@ def main() -> int:
     p.add_argument("--model", help="a GGUF file, or 'demo' (default: the full-size random q8_0 model)")
     p.add_argument("--files", type=int, default=24)
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "nemotron-cpp" / "bench")
+    p.add_argument("--cache", type=Path, default=CACHE)
     args = p.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     model = (demo_model_path(log=False) if args.model == "demo" else Path(args.model) if args.model

@@ -94,7 +94,7 @@ def main() -> None:
     add("--threads", default="2", help="comma-separated thread counts (default: %(default)s)")
     add("--latency", type=int, default=160, help="chunk latency of the N-stream runs (default: %(default)s)")
     add("--repeat", type=int, default=3, help="alternating runs per cell and copy (default: %(default)s)")
-    add("--cache", type=Path, default=Path.home() / ".cache" / "nemotron-cpp" / "bench")
+    add("--cache", type=Path, default=run.CACHE)
     add("--json", type=Path, help="also write the results here")
     add("_measure", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -145,7 +145,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="a nemo-layout GGUF file (default: bench/run.py's q8_0 model)")
     parser.add_argument("--audio", type=Path, help="a recording (default: 60 s of bench/run.py's speech)")
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "nemotron-cpp" / "bench")
+    parser.add_argument("--cache", type=Path, default=run.CACHE)
     args = parser.parse_args()
 
     from gguf import GGUFReader

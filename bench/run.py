@@ -54,6 +54,8 @@ import numpy as np
 import soundfile
 
 RATE = 16000
+# Where every bench script keeps the models and audio it generates: outside the clone, shared by all.
+CACHE = Path.home() / ".cache" / "nemotron-cpp" / "bench"
 SENTENCES = [
     "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
     "It is easy to tell the depth of a well.", "These days a chicken leg is a rare dish.",
@@ -353,8 +355,8 @@ def main() -> None:
     add("--model", type=Path, help="bench this GGUF file instead of the random model (--types is then ignored)")
     add("--audio", type=Path, help="bench this recording instead of espeak-ng speech")
     add("--seconds", type=float, default=60.0, help="length of the espeak-ng speech (default: %(default)s)")
-    add("--cache", type=Path, default=Path(__file__).parent / "models",
-        help="where the generated models and audio are kept (default: bench/models)")
+    add("--cache", type=Path, default=CACHE,
+        help="where the generated models and audio are kept (default: %(default)s)")
     add("--backend", default="cpu", help="the device: cpu, gpu, gpu:N or rpc://HOST:PORT (default: %(default)s)")
     add("--capacity", type=int, metavar="MS",
         help="also find how many concurrent streams of this latency one model keeps in real time with a p95 chunk time "

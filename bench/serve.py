@@ -40,7 +40,7 @@ import soundfile
 import soxr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import default_models, machine, make_speech  # noqa: E402
+from run import CACHE, default_models, machine, speech  # noqa: E402
 
 RATE = 24000  # OpenAI's Realtime default
 PIECE = 0.04
@@ -84,7 +84,7 @@ async def session(port: int, data: bytes, delay: float, out: Dict[str, List[floa
         await ws.recv()
         await asyncio.sleep(delay)
         started = time.monotonic()
-        speech: Dict[str, int] = {}
+        speech_start: Dict[str, int] = {}
         first: Dict[str, float] = {}
         done = asyncio.Event()
         last_sent = [0.0]
@@ -111,14 +111,14 @@ async def session(port: int, data: bytes, delay: float, out: Dict[str, List[floa
             if kind == "error":
                 raise RuntimeError(event["error"]["message"])
             if kind == "input_audio_buffer.speech_started":
-                speech[event["item_id"]] = event["audio_start_ms"]
+                speech_start[event["item_id"]] = event["audio_start_ms"]
             elif kind.endswith("transcription.delta"):
                 first.setdefault(event["item_id"], time.monotonic())
             elif kind.endswith("transcription.completed"):
                 completed_at = time.monotonic()
         await sender
         out["lag"].append(completed_at - last_sent[0])
-        out["first"] += [first[i] - (started + ms / 1000) for i, ms in speech.items() if i in first]
+        out["first"] += [first[i] - (started + ms / 1000) for i, ms in speech_start.items() if i in first]
 
 
 def run_count(port: int, data: bytes, n: int, latency: int) -> Dict[str, Any]:
@@ -155,14 +155,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of speech each session streams")
     parser.add_argument("--counts", default="1,2,4,8,16,32,64", help="session counts to try, in order")
     parser.add_argument("--max-lag", type=float, default=1.0, help="finish lag (s) under which a count is real time")
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "nemotron-cpp" / "bench")
+    parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
-    speech = args.cache / f"speech-{args.seconds:g}s.wav"
-    if not speech.exists():
-        make_speech(speech, args.seconds)
-    audio, rate = soundfile.read(speech, dtype="float32")
+    audio, rate = soundfile.read(speech(args.cache, args.seconds), dtype="float32")
     data = (np.clip(soxr.resample(audio, rate, RATE), -1, 1) * 32767).astype("<i2").tobytes()
     models = {args.model.name: args.model} if args.model else default_models(args.cache, args.types.split(","))
     print(machine())
