@@ -68,6 +68,10 @@ def bf16(x: np.ndarray) -> np.ndarray:
     return rounded.astype(np.uint32).view(np.float32)
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
 def same(x: np.ndarray) -> np.ndarray:
     return x
 
@@ -111,7 +115,6 @@ class Decoder:
         for layer in range(len(self.w_ih)):
             gates = self.affine(self.w_ih[layer], x, self.bias[layer]) + self.w_hh[layer] @ self.inputs(h[layer])
             i, f, g, o = np.split(gates, 4)
-            sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
             c_next[layer] = sigmoid(f) * c[layer] + sigmoid(i) * np.tanh(g)
             h_next[layer] = sigmoid(o) * np.tanh(c_next[layer])
             x = h_next[layer]

@@ -49,36 +49,37 @@ NEMOTRON_TARGET static void rows_dot(const float * w, size_t cols, const float *
         out[r] = _mm512_reduce_add_ps(_mm512_add_ps(even, odd));
     }
 }
+#endif
 
-static void kernel_rows(int begin, int end, const void * context) {
+// out[r] = (row r at w) . x for up to four consecutive rows, each ggml_vec_dot_f32's result.
+static void dot_rows(const float * w, int rows, int cols, const float * x, float * out) {
+#ifdef NEMOTRON_F32_AVX512
+    if (f32_rows_kernel_available(cols)) {
+        switch (rows) {
+        case 4: rows_dot<4>(w, size_t(cols), x, out); return;
+        case 3: rows_dot<3>(w, size_t(cols), x, out); return;
+        case 2: rows_dot<2>(w, size_t(cols), x, out); return;
+        default: rows_dot<1>(w, size_t(cols), x, out); return;
+        }
+    }
+#endif
+    static const ggml_vec_dot_t dot = ggml_get_type_traits_cpu(GGML_TYPE_F32)->vec_dot;
+    for (int r = 0; r < rows; ++r) {
+        out[r] = 0.0f;
+        dot(cols, &out[r], 0, w + size_t(r) * size_t(cols), 0, x, 0, 1);
+    }
+}
+
+// Rows [begin, end) of a product, four at a time, each block read once for all the inputs.
+static void product_rows(int begin, int end, const void * context) {
     const product & p = *static_cast<const product *>(context);
-    const size_t cols = size_t(p.cols);
     float dots[4];
     for (int r = begin; r < end; r += 4) {
         const int m = end - r < 4 ? end - r : 4;
-        const float * w = p.w + size_t(r) * cols;
+        const float * w = p.w + size_t(r) * size_t(p.cols);
         for (int i = 0; i < p.n; ++i) {
-            switch (m) {
-            case 4: rows_dot<4>(w, cols, p.x[i], dots); break;
-            case 3: rows_dot<3>(w, cols, p.x[i], dots); break;
-            case 2: rows_dot<2>(w, cols, p.x[i], dots); break;
-            default: rows_dot<1>(w, cols, p.x[i], dots); break;
-            }
+            dot_rows(w, m, p.cols, p.x[i], dots);
             for (int k = 0; k < m; ++k) p.y[i][r + k] = dots[k] + (p.b != nullptr ? p.b[r + k] : 0.0f);
-        }
-    }
-}
-#endif
-
-static void ggml_rows(int begin, int end, const void * context) {
-    static const ggml_vec_dot_t dot = ggml_get_type_traits_cpu(GGML_TYPE_F32)->vec_dot;
-    const product & p = *static_cast<const product *>(context);
-    for (int r = begin; r < end; ++r) {
-        const float * row = p.w + size_t(r) * size_t(p.cols);
-        for (int i = 0; i < p.n; ++i) {
-            float acc = 0.0f;
-            dot(p.cols, &acc, 0, row, 0, p.x[i], 0, 1);
-            p.y[i][r] = acc + (p.b != nullptr ? p.b[r] : 0.0f);
         }
     }
 }
@@ -99,13 +100,7 @@ bool f32_rows_kernel_available(int cols) {
 void affine_rows(const row_team & team, const float * w, const float * b, const float * const * x, int n, int rows, int cols,
                  float * const * y) {
     const product p{w, b, x, y, n, rows, cols};
-#ifdef NEMOTRON_F32_AVX512
-    if (f32_rows_kernel_available(cols)) {
-        team.run(rows, 4, kernel_rows, &p);
-        return;
-    }
-#endif
-    team.run(rows, 1, ggml_rows, &p);
+    team.run(rows, 4, product_rows, &p);
 }
 
 } // namespace nemotron
