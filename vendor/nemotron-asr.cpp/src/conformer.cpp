@@ -1,5 +1,6 @@
 #include "conformer.h"
 
+#include "f32_matmul.h"
 #include "q8_0_matmul.h"
 
 #include <cmath>
@@ -10,17 +11,21 @@ namespace nemotron {
 static const float kLayerNormEps = 1e-5f;
 
 ggml_tensor * linear_op::operator()(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const {
-    ggml_tensor * y;
-    if (packed.count(w) != 0) {
-        // The product takes a matrix of columns: a strided or batched x is made one.
-        const bool matrix = ggml_is_contiguous(x) && x->ne[2] == 1 && x->ne[3] == 1;
-        ggml_tensor * columns = matrix ? x : ggml_reshape_2d(ctx, ggml_cont(ctx, x), x->ne[0], ggml_nelements(x) / x->ne[0]);
-        y = q8_0_matmul(ctx, w, columns);
-        if (!matrix) y = ggml_reshape_4d(ctx, y, w->ne[1], x->ne[1], x->ne[2], x->ne[3]);
-    } else {
-        y = ggml_mul_mat(ctx, w, x);
+    const bool q8_0 = packed.count(w) != 0, f32 = host && w->type == GGML_TYPE_F32 && f32_matmul_available();
+    if (!q8_0 && !f32) {
+        ggml_tensor * y = ggml_mul_mat(ctx, w, x);
+        return b != nullptr ? ggml_add(ctx, y, b) : y;
     }
-    return b != nullptr ? ggml_add(ctx, y, b) : y;
+    // These products take a matrix of columns: a strided or batched x is made one.
+    const bool matrix = ggml_is_contiguous(x) && x->ne[2] == 1 && x->ne[3] == 1;
+    ggml_tensor * columns = matrix ? x : ggml_reshape_2d(ctx, ggml_cont(ctx, x), x->ne[0], ggml_nelements(x) / x->ne[0]);
+    ggml_tensor * y = q8_0 ? q8_0_matmul(ctx, w, columns) : f32_matmul(ctx, w, columns, b);
+    if (!matrix) y = ggml_reshape_4d(ctx, y, w->ne[1], x->ne[1], x->ne[2], x->ne[3]);
+    return q8_0 && b != nullptr ? ggml_add(ctx, y, b) : y;
+}
+
+ggml_tensor * linear_op::product(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b) const {
+    return host && f32_matmul_available() ? f32_matmul(ctx, a, b, nullptr) : ggml_mul_mat(ctx, a, b);
 }
 
 static ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) {
@@ -31,29 +36,29 @@ static ggml_tensor * layer_norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor
 // [d, n_kv, batch] (each stream's cached frames, then its chunk's), with Transformer-XL's relative
 // positions; returns [d, n_q * batch]. Every product runs per stream and head as a batched matrix
 // product, so each stream's columns come out as they would alone.
-static ggml_tensor * attention(ggml_context * ctx, const conformer_layer_weights & L, ggml_tensor * q, ggml_tensor * k,
-                               ggml_tensor * v, ggml_tensor * pos, ggml_tensor * mask) {
+static ggml_tensor * attention(ggml_context * ctx, const conformer_layer_weights & L, const linear_op & linear, ggml_tensor * q,
+                               ggml_tensor * k, ggml_tensor * v, ggml_tensor * pos, ggml_tensor * mask) {
     const int64_t d = q->ne[0], n_q = q->ne[1], n_kv = k->ne[1], n_batch = q->ne[2];
     const int64_t d_head = L.pos_bias_u->ne[0], n_head = L.pos_bias_u->ne[1];
     q = ggml_reshape_4d(ctx, q, d_head, n_head, n_q, n_batch);
     ggml_tensor * q_u = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_u), 0, 2, 1, 3); // [d_head, n_q, head, batch]
     ggml_tensor * q_v = ggml_permute(ctx, ggml_add(ctx, q, L.pos_bias_v), 0, 2, 1, 3);
     ggml_tensor * k_heads = ggml_permute(ctx, ggml_reshape_4d(ctx, k, d_head, n_head, n_kv, n_batch), 0, 2, 1, 3);
-    ggml_tensor * content = ggml_mul_mat(ctx, k_heads, q_u); // [n_kv, n_q, head, batch]
+    ggml_tensor * content = linear.product(ctx, k_heads, q_u); // [n_kv, n_q, head, batch]
 
     // pos holds positions n_kv-1 down to 1-n_q; query i (at n_kv-n_q+i) and key j need
     // position n_kv-n_q+i-j, which is row n_q-1-i+j: Transformer-XL's "relative shift" is
     // a strided view. The positions are the same for every stream of the batch.
     const int64_t n_pos = pos->ne[1];
     ggml_tensor * p = ggml_permute(ctx, ggml_reshape_3d(ctx, pos, d_head, n_head, n_pos), 0, 2, 1, 3);
-    ggml_tensor * position = ggml_mul_mat(ctx, p, q_v); // [n_pos, n_q, head, batch]
+    ggml_tensor * position = linear.product(ctx, p, q_v); // [n_pos, n_q, head, batch]
     position = ggml_view_4d(ctx, position, n_kv, n_q, n_head, n_batch, (size_t(n_pos) - 1) * position->nb[0],
                             position->nb[2], position->nb[3], size_t(n_q - 1) * position->nb[0]);
     ggml_tensor * scores = ggml_add(ctx, content, ggml_cont(ctx, position));
     ggml_tensor * attn = ggml_soft_max_ext(ctx, scores, mask, 1.0f / std::sqrt(float(d_head)), 0.0f);
 
     ggml_tensor * v_heads = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_4d(ctx, v, d_head, n_head, n_kv, n_batch), 1, 2, 0, 3));
-    ggml_tensor * o = ggml_mul_mat(ctx, v_heads, attn); // [d_head, n_q, head, batch]
+    ggml_tensor * o = linear.product(ctx, v_heads, attn); // [d_head, n_q, head, batch]
     o = ggml_cont(ctx, ggml_permute(ctx, o, 0, 2, 1, 3));
     return ggml_reshape_2d(ctx, o, d, n_q * n_batch);
 }
@@ -82,7 +87,7 @@ ggml_tensor * conformer_layer(ggml_context * ctx, ggml_cgraph * gf, const confor
     const int64_t n_kv = caches.left + n_q;
     k = ggml_reshape_3d(ctx, ggml_get_rows(ctx, ggml_set_rows(ctx, caches.k, k, caches.fresh), caches.window), d, n_kv, n_batch);
     v = ggml_reshape_3d(ctx, ggml_get_rows(ctx, ggml_set_rows(ctx, caches.v, v, caches.fresh), caches.window), d, n_kv, n_batch);
-    ggml_tensor * o = attention(ctx, L, ggml_reshape_3d(ctx, q, d, n_q, n_batch), k, v, pos, mask);
+    ggml_tensor * o = attention(ctx, L, linear, ggml_reshape_3d(ctx, q, d, n_q, n_batch), k, v, pos, mask);
     x = ggml_add(ctx, x, linear(ctx, o, L.out_w, L.out_b));
 
     // Convolution module: pointwise, GLU, causal depthwise over [cached inputs, a stream's chunks],

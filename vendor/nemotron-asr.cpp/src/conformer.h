@@ -13,10 +13,14 @@
 namespace nemotron {
 
 // How a graph multiplies by weight matrices: this project's q8_0 product for the matrices the model
-// packed for it, ggml's product for the rest.
+// packed for it, on the CPU its float32 product (f32_matmul.h, ggml's results) for float32 ones, and
+// ggml's product for the rest.
 struct linear_op {
     const std::set<const ggml_tensor *> & packed; // the model's q8_0_packed
+    bool host = false;                            // the graph runs on the CPU backend
     ggml_tensor * operator()(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, ggml_tensor * b) const;
+    // ggml_mul_mat(a, b) of two float32 activations (the attention's), on the CPU by f32_matmul.
+    ggml_tensor * product(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b) const;
 };
 
 // Where a chunk's graph reads and writes the batch's caches of one layer (see cache_pool): the

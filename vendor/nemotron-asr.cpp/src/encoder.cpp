@@ -22,7 +22,8 @@ encoder::encoder(const model & m, ggml_backend_dev_t device, int n_threads)
       set_n_threads_(reinterpret_cast<ggml_backend_set_n_threads_t>(
           ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads"))),
       threads_(set_n_threads_ != nullptr ? n_threads : 1), // a backend without threads is left alone
-      threads_now_(n_threads) {
+      threads_now_(n_threads),
+      host_(ggml_backend_dev_type(device) == GGML_BACKEND_DEVICE_TYPE_CPU) {
     alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
     if (alloc_ == nullptr) {
         ggml_backend_free(backend_);
@@ -92,7 +93,7 @@ const encoder::projected_positions & encoder::project_positions(int n_kv, int n_
     ggml_cgraph * gf = ggml_new_graph_custom(ctx, n_nodes, false);
     ggml_tensor * pos = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, hp.d_model, n_pos);
     ggml_set_input(pos);
-    const linear_op linear{m_.q8_0_packed};
+    const linear_op linear{m_.q8_0_packed, host_};
     for (int il = 0; il < hp.n_layers; ++il) {
         ggml_build_forward_expand(gf, ggml_cpy(ctx, linear(ctx, pos, m_.layers[size_t(il)].pos_w, nullptr), out.layers[size_t(il)]));
     }
@@ -142,7 +143,7 @@ void encoder::build_chunk_graph(const cache_pool & pool, int n_batch, int n_chun
     caches.conv_rows_out = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, int64_t(pool.conv_frames) * n_batch);
     for (ggml_tensor * t : {caches.window, caches.fresh, caches.conv_rows, caches.conv_rows_out}) ggml_set_input(t);
 
-    const linear_op linear{m_.q8_0_packed};
+    const linear_op linear{m_.q8_0_packed, host_};
     ggml_tensor * x = subsampling::build(ctx, m_.subsampling, linear, mel_in, drop);
     if (hp.xscaling) {
         // NeMo's RelPositionalEncoding scales its input by sqrt(d_model) when xscaling is set.

@@ -84,6 +84,7 @@ private:
     ggml_backend_set_n_threads_t set_n_threads_; // null for backends without threads
     thread_budget threads_;
     int threads_now_;                             // what the backend computes with
+    bool host_;                                   // the CPU backend: graphs may use this project's CPU kernels
     ggml_gallocr_t alloc_;
     std::vector<uint8_t> meta_; // memory for the chunk graph's descriptions
     chunk_graph graph_;

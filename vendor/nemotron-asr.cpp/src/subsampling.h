@@ -40,6 +40,10 @@ int symmetric_output_length(int factor, int n);
 int cache_frames(int factor);
 int dropped_frames(int factor);
 
+// Whether the CPU's kernels (subsampling_conv.h) compute these weights' stages: on this CPU, and
+// equal to ggml's operations bit for bit (asked once, on a small image).
+bool cpu_kernels_serve(const subsampling_weights & w);
+
 // The graph: mel ne [n_mels, frames, 1, batch] (an image per stream, time by frequency, as NeMo's
 // (batch, 1, time, frequency)) to [d_model, (frames_out - drop) * batch], each stream's frames
 // together, the first `drop` of every stream left out.

@@ -1,10 +1,12 @@
 // C-level tests of the engine: the cgroup CPU quota reader on stand-in /proc and /sys trees, the
 // thread count under load, the hyperparameter table, detokenization, the q8_0 product, log routing beside another
 // ggml user, stream lifetimes, and tokens handed out once. `test_engine [MODEL.gguf]`: without a model the tests that load one are skipped.
+#include "conformer.h"
 #include "cpu_budget.h"
 #include "f32_matmul.h"
 #include "nemotron-asr.h"
 #include "q8_0_matmul.h"
+#include "subsampling.h"
 #include "text.h"
 
 #include "ggml.h"
@@ -349,6 +351,128 @@ static void test_affine_rows() {
     std::printf("decoder products: %s kernel\n", nemotron::f32_rows_kernel_available(640) ? "the AVX-512" : "ggml's");
 }
 
+// ---- the float32 graph products and the subsampling's kernels -----------------------------
+
+static void fill_normal(ggml_tensor * t, std::mt19937 & rng, float scale) {
+    std::normal_distribution<float> normal(0.0f, scale);
+    float * d = static_cast<float *>(t->data);
+    for (int64_t i = 0; i < ggml_nelements(t); ++i) d[i] = normal(rng);
+}
+
+// f32_matmul against ggml's mul_mat (then its bias add and ReLU) bit for bit: lengths with every
+// kind of remainder, partial tiles, strided columns, and the grouped layout against ggml's permute.
+static void test_f32_matmul() {
+    if (!nemotron::f32_matmul_available()) {
+        std::printf("ggml's float32 dot product is not the AVX-512 one: the float32 product test is skipped\n");
+        return;
+    }
+    std::mt19937 rng(5);
+    for (const auto & shape : std::vector<std::vector<int>>{{9, 5, 7}, {256, 256, 36}, {4352, 16, 13}, {352, 22, 6}, {157, 3, 50}}) {
+        const int k = shape[0], n = shape[1], m = shape[2];
+        for (const int threads : {1, 3}) {
+            ggml_init_params ip = {size_t(64) << 20, nullptr, false};
+            ggml_context * ctx = ggml_init(ip);
+            ggml_tensor * w = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k, n);
+            ggml_tensor * b = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, n);
+            ggml_tensor * wide = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, k + 3, m); // columns with a stride
+            fill_normal(w, rng, 1.0f / std::sqrt(float(k)));
+            fill_normal(b, rng, 1.0f);
+            fill_normal(wide, rng, 1.0f);
+            ggml_tensor * x = ggml_view_2d(ctx, wide, k, m, wide->nb[1], 0);
+            ggml_tensor * plain = nemotron::f32_matmul(ctx, w, x, nullptr);
+            ggml_tensor * plain_ref = ggml_mul_mat(ctx, w, x);
+            ggml_tensor * relu = nemotron::f32_matmul(ctx, w, x, b, true);
+            ggml_tensor * relu_ref = ggml_relu(ctx, ggml_add(ctx, ggml_mul_mat(ctx, w, x), b));
+            // Groups of g columns: [g, n, m / g], as the reference's [n, g, m / g] permuted.
+            const int g = m % 3 == 0 ? 3 : m % 2 == 0 ? 2 : 1;
+            ggml_tensor * grouped = nemotron::f32_matmul(ctx, w, x, b, false, g);
+            ggml_tensor * grouped_ref = ggml_cont(ctx, ggml_permute(ctx, ggml_reshape_3d(ctx, ggml_add(ctx, ggml_mul_mat(ctx, w, x), b), n, g, m / g), 1, 0, 2, 3));
+            ggml_cgraph * gf = ggml_new_graph(ctx);
+            for (ggml_tensor * t : {plain, plain_ref, relu, relu_ref, grouped, grouped_ref}) ggml_build_forward_expand(gf, t);
+            CHECK(ggml_graph_compute_with_ctx(ctx, gf, threads) == GGML_STATUS_SUCCESS);
+            CHECK(std::memcmp(plain->data, plain_ref->data, ggml_nbytes(plain)) == 0);
+            CHECK(std::memcmp(relu->data, relu_ref->data, ggml_nbytes(relu)) == 0);
+            CHECK(ggml_nelements(grouped) == ggml_nelements(grouped_ref) &&
+                  std::memcmp(grouped->data, grouped_ref->data, ggml_nbytes(grouped)) == 0);
+            ggml_free(ctx);
+        }
+    }
+}
+
+// f32_matmul of batched, permuted views (the attention's products: heads and streams, w shared by
+// every stream) against ggml's mul_mat, bit for bit.
+static void test_f32_matmul_batched() {
+    if (!nemotron::f32_matmul_available()) return;
+    std::mt19937 rng(6);
+    for (const auto & shape : std::vector<std::vector<int>>{{128, 84, 14, 8, 3}, {84, 128, 14, 8, 2}, {32, 7, 5, 2, 1}}) {
+        const int k = shape[0], n = shape[1], m = shape[2], heads = shape[3], streams = shape[4];
+        ggml_init_params ip = {size_t(64) << 20, nullptr, false};
+        ggml_context * ctx = ggml_init(ip);
+        // Stored [k, heads, n] and [k, heads, m, streams] as a layer's keys and queries are.
+        ggml_tensor * ws = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, k, heads, n);
+        ggml_tensor * xs = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, k, heads, m, streams);
+        fill_normal(ws, rng, 1.0f);
+        fill_normal(xs, rng, 1.0f);
+        ggml_tensor * w = ggml_permute(ctx, ws, 0, 2, 1, 3), * x = ggml_permute(ctx, xs, 0, 2, 1, 3);
+        ggml_tensor * ours = nemotron::f32_matmul(ctx, w, x, nullptr), * theirs = ggml_mul_mat(ctx, w, x);
+        ggml_cgraph * gf = ggml_new_graph(ctx);
+        ggml_build_forward_expand(gf, ours);
+        ggml_build_forward_expand(gf, theirs);
+        CHECK(ggml_graph_compute_with_ctx(ctx, gf, 2) == GGML_STATUS_SUCCESS);
+        CHECK(ggml_are_same_shape(ours, theirs) && std::memcmp(ours->data, theirs->data, ggml_nbytes(ours)) == 0);
+        ggml_free(ctx);
+    }
+}
+
+// The subsampling through the CPU's kernels against ggml's operations, bit for bit, from the mel
+// frames to the projection: the full model's geometry and a small one, several images, frames
+// dropped.
+static void test_subsampling_kernels() {
+    std::mt19937 rng(9);
+    for (const auto & shape : std::vector<std::vector<int>>{{256, 128, 121, 2, 2}, {32, 80, 37, 3, 1}, {16, 21, 9, 1, 0}}) {
+        const int C = shape[0], n_mels = shape[1], frames = shape[2], batch = shape[3], drop = shape[4];
+        ggml_init_params ip = {size_t(1) << 30, nullptr, false};
+        ggml_context * ctx = ggml_init(ip);
+        nemotron::subsampling_weights w;
+        for (int s = 0; s < 3; ++s) {
+            nemotron::subsampling_weights::stage st;
+            if (s > 0) {
+                st.dw_w = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, 3, 3, 1, C);
+                st.dw_b = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, C);
+                st.pw_w = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, 1, 1, C, C);
+                fill_normal(st.dw_w, rng, 1.0f / 3.0f);
+                fill_normal(st.dw_b, rng, 0.1f);
+                fill_normal(st.pw_w, rng, 1.0f / std::sqrt(float(C)));
+            } else {
+                st.pw_w = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, 3, 3, 1, C);
+                fill_normal(st.pw_w, rng, 1.0f / 3.0f);
+            }
+            st.pw_b = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, C);
+            fill_normal(st.pw_b, rng, 0.1f);
+            w.stages.push_back(st);
+        }
+        int freq = n_mels;
+        for (int s = 0; s < 3; ++s) freq = freq / 2 + 1;
+        w.out_w = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, int64_t(C) * freq, 64);
+        w.out_b = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 64);
+        fill_normal(w.out_w, rng, 1.0f / std::sqrt(float(C * freq)));
+        fill_normal(w.out_b, rng, 0.1f);
+        ggml_tensor * mel = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, n_mels, frames, 1, batch);
+        fill_normal(mel, rng, 2.0f);
+        CHECK(nemotron::subsampling::cpu_kernels_serve(w) == nemotron::f32_matmul_available());
+        const std::set<const ggml_tensor *> none;
+        ggml_tensor * ours = nemotron::subsampling::build(ctx, w, nemotron::linear_op{none, true}, mel, drop);
+        ggml_tensor * theirs = nemotron::subsampling::build(ctx, w, nemotron::linear_op{none, false}, mel, drop);
+        ggml_cgraph * gf = ggml_new_graph(ctx);
+        ggml_build_forward_expand(gf, ours);
+        ggml_build_forward_expand(gf, theirs);
+        CHECK(ggml_graph_compute_with_ctx(ctx, gf, 2) == GGML_STATUS_SUCCESS);
+        CHECK(ggml_are_same_shape(ours, theirs) && std::memcmp(ours->data, theirs->data, ggml_nbytes(ours)) == 0);
+        ggml_free(ctx);
+    }
+    std::printf("subsampling: %s\n", nemotron::f32_matmul_available() ? "the CPU's kernels" : "ggml's operations");
+}
+
 int main(int argc, char ** argv) {
     test_cgroup_v2();
     test_cgroup_v1_container();
@@ -357,6 +481,9 @@ int main(int argc, char ** argv) {
     test_detokenize();
     test_q8_0_matmul();
     test_affine_rows();
+    test_f32_matmul();
+    test_f32_matmul_batched();
+    test_subsampling_kernels();
     if (argc > 1 && argv[1][0] != '\0') {
         test_logging(argv[1]);
         test_stream_outlives_context(argv[1]);
