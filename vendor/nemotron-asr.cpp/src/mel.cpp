@@ -20,6 +20,15 @@ mel_frontend::mel_frontend(const model & m) {
     const size_t offset = size_t(n_fft_ - hp.win_length) / 2;
     std::copy(m.window.begin(), m.window.end(), window_.begin() + offset);
     filterbank_ = m.mel_filterbank;
+    // The triangles cover a few bins each: a zero weight adds exactly +0 to the sum (powers are finite
+    // and not negative), so only each filter's band is summed.
+    for (int mel = 0; mel < n_mels_; ++mel) {
+        const float * fb = filterbank_.data() + size_t(mel) * size_t(n_bins_);
+        int first = 0, end = n_bins_;
+        while (first < end && fb[first] == 0.0f) ++first;
+        while (end > first && fb[end - 1] == 0.0f) --end;
+        bands_.emplace_back(first, end);
+    }
 
     if (is_power_of_two(n_fft_)) {
         twiddle_.resize(size_t(n_fft_ / 2));
@@ -120,7 +129,7 @@ void mel_frontend::emit(size_t start, std::vector<float> & frames) {
     for (int m = 0; m < n_mels_; ++m) {
         const float * fb = filterbank_.data() + size_t(m) * size_t(n_bins_);
         double acc = 0.0;
-        for (int k = 0; k < n_bins_; ++k) acc += double(fb[k]) * double(power_buf_[size_t(k)]);
+        for (int k = bands_[size_t(m)].first; k < bands_[size_t(m)].second; ++k) acc += double(fb[k]) * double(power_buf_[size_t(k)]);
         frames.push_back(std::log(float(acc) + guard_));
     }
     ++n_frames_;

@@ -11,6 +11,7 @@
 
 #include <complex>
 #include <cstddef>
+#include <utility>
 #include <vector>
 
 namespace nemotron {
@@ -40,6 +41,7 @@ private:
     float preemph_, guard_, power_;
     std::vector<float> window_;      // n_fft long, the window centred in it
     std::vector<float> filterbank_;  // [n_mels][n_bins]
+    std::vector<std::pair<int, int>> bands_; // per mel, the bins [first, end) its filter is not zero on
     std::vector<std::complex<double>> twiddle_;
     std::vector<size_t> bit_reverse_;
 
