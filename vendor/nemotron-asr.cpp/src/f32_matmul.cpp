@@ -184,7 +184,7 @@ static void product_block(const float * w, size_t lda, const float * x, size_t l
                         if (bias != nullptr) v += b;
                         if (opt.relu) v = v > 0.0f ? v : 0.0f;
                         const int64_t j = c + jj;
-                        out[j % g + (r + i) * g + j / g * n * g] = v;
+                        out[g == 1 ? j * n + r + i : j % g + (r + i) * g + j / g * n * g] = v;
                     }
                 }
             }
