@@ -263,6 +263,12 @@ void affine_rows(const row_team & team, const float * w, const float * b, const 
     team.run(rows, 4, product_rows, &p);
 }
 
+void affine_rows_part(const float * w, const float * b, const float * const * x, int n, int begin, int end, int cols,
+                      float * const * y) {
+    const product p{w, b, x, y, n, end, cols};
+    product_rows(begin, end, &p);
+}
+
 
 ggml_tensor * f32_matmul(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, ggml_tensor * b, bool relu, int64_t group) {
 #ifdef NEMOTRON_F32_AVX512

@@ -24,6 +24,11 @@ namespace nemotron {
 void affine_rows(const row_team & team, const float * w, const float * b, const float * const * x, int n, int rows, int cols,
                  float * const * y);
 
+// Rows [begin, end) of the same product, on the calling thread: a part of a product that a team's
+// work function shares out with other work of its own.
+void affine_rows_part(const float * w, const float * b, const float * const * x, int n, int begin, int end, int cols,
+                      float * const * y);
+
 // Whether the kernels sum as ggml's dot product does on this CPU and ggml build: asked of ggml once,
 // at run time (AVX-512 and the same fused multiply-adds), so a different build only loses the speed.
 bool f32_matmul_available();

@@ -26,6 +26,20 @@ static std::vector<float> to_f32(const ggml_tensor * t) {
     return out;
 }
 
+// PyTorch's rows of the four gates (input, forget, cell, output, each [hidden][width]) reordered
+// unit by unit: row 4 j + gate is the gate's row j. A row's dot product does not depend on where the
+// row lies, so the gates keep their values; the four of a unit then come from one block of four rows.
+static std::vector<float> by_unit(const std::vector<float> & rows, int n_hidden) {
+    const size_t H = size_t(n_hidden), width = rows.size() / (4 * H);
+    std::vector<float> out(rows.size());
+    for (size_t gate = 0; gate < 4; ++gate) {
+        for (size_t j = 0; j < H; ++j) {
+            std::copy_n(rows.begin() + std::ptrdiff_t((gate * H + j) * width), width, out.begin() + std::ptrdiff_t((4 * j + gate) * width));
+        }
+    }
+    return out;
+}
+
 rnnt_weights::rnnt_weights(const model & m) {
     ggml_cpu_init(); // the SIMD dot products below need the CPU backend's tables
     const nemotron_hparams & hp = m.hparams;
@@ -39,12 +53,12 @@ rnnt_weights::rnnt_weights(const model & m) {
     max_symbols = hp.max_symbols_per_step;
     embed = to_f32(m.predictor.embed);
     for (const lstm_layer_weights & l : m.predictor.lstm) {
-        w_ih.push_back(to_f32(l.w_ih));
-        w_hh.push_back(to_f32(l.w_hh));
+        w_ih.push_back(by_unit(to_f32(l.w_ih), n_hidden));
+        w_hh.push_back(by_unit(to_f32(l.w_hh), n_hidden));
         std::vector<float> b = to_f32(l.b_ih);
         const std::vector<float> b_hh = to_f32(l.b_hh);
         for (size_t i = 0; i < b.size(); ++i) b[i] += b_hh[i];
-        bias.push_back(std::move(b));
+        bias.push_back(by_unit(b, n_hidden));
     }
     enc_w = to_f32(m.joint.enc_w);
     enc_b = to_f32(m.joint.enc_b);
@@ -83,44 +97,69 @@ rnnt_scratch::rnnt_scratch(const rnnt_weights & w) { fit(w, 1); }
 void rnnt_scratch::fit(const rnnt_weights & w, int n) {
     gates.resize(size_t(n) * 4 * size_t(w.n_hidden));
     gates_hh.resize(gates.size());
-    input.resize(size_t(n) * size_t(w.n_hidden));
     hidden.resize(size_t(n) * size_t(w.n_joint));
 }
 
-void predict(const rnnt_weights & w, int n, const int32_t * labels, const float * const * h_in, const float * const * c_in,
-             float * const * h_next, float * const * c_next, float * const * pred, rnnt_scratch & s, const row_team & team) {
+namespace {
+
+// One LSTM layer of a predictor step, for n inputs: each thread of the team takes a share of the
+// hidden units, computes their four gates' rows (input and recurrent products) and then their cells,
+// so the layer is one parallel region and its element-wise work is shared too.
+struct lstm_layer_step {
+    const rnnt_weights * w;
+    int layer, n;
+    const float * const * x;     // the layer's inputs [n][hidden] (layer > 0)
+    const float * const * in;    // layer 0: each input's gates from the label table [n][4 hidden]
+    const float * const * h, * const * c; // the state [n][hidden]
+    float * const * gates, * const * gates_hh, * const * h_out, * const * c_out;
+};
+
+void lstm_units(int begin, int end, const void * context) {
+    const lstm_layer_step & s = *static_cast<const lstm_layer_step *>(context);
+    const rnnt_weights & w = *s.w;
     const int H = w.n_hidden;
-    s.fit(w, n);
-    std::vector<const float *> x(static_cast<size_t>(n)), h(static_cast<size_t>(n));
-    std::vector<float *> gates(static_cast<size_t>(n)), gates_hh(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-        x[size_t(i)] = s.input.data() + size_t(i) * size_t(H);
-        gates[size_t(i)] = s.gates.data() + size_t(i) * 4 * size_t(H);
-        gates_hh[size_t(i)] = s.gates_hh.data() + size_t(i) * 4 * size_t(H);
-    }
-    for (int l = 0; l < w.n_layers; ++l) {
-        for (int i = 0; i < n; ++i) h[size_t(i)] = h_in[i] + size_t(l) * size_t(H);
-        if (l > 0) affine_rows(team, w.w_ih[size_t(l)].data(), w.bias[size_t(l)].data(), x.data(), n, 4 * H, H, gates.data());
-        affine_rows(team, w.w_hh[size_t(l)].data(), nullptr, h.data(), n, 4 * H, H, gates_hh.data());
-        for (int i = 0; i < n; ++i) {
-            const float * in = l == 0 ? w.input_gates(labels[i]) : gates[size_t(i)];
-            const float * hh = gates_hh[size_t(i)];
-            const float * c = c_in[i] + size_t(l) * size_t(H);
-            float * h_out = h_next[i] + size_t(l) * size_t(H);
-            float * c_out = c_next[i] + size_t(l) * size_t(H);
-            for (int j = 0; j < H; ++j) {
-                // PyTorch's gate order: input, forget, cell, output.
-                const float ig = sigmoid(in[j] + hh[j]);
-                const float f = sigmoid(in[H + j] + hh[H + j]);
-                const float g = std::tanh(in[2 * H + j] + hh[2 * H + j]);
-                const float o = sigmoid(in[3 * H + j] + hh[3 * H + j]);
-                c_out[j] = f * c[j] + ig * g;
-                h_out[j] = o * std::tanh(c_out[j]);
-            }
-            std::copy_n(h_out, H, s.input.begin() + std::ptrdiff_t(size_t(i) * size_t(H)));
+    if (s.layer > 0) affine_rows_part(w.w_ih[size_t(s.layer)].data(), w.bias[size_t(s.layer)].data(), s.x, s.n, 4 * begin, 4 * end, H, s.gates);
+    affine_rows_part(w.w_hh[size_t(s.layer)].data(), nullptr, s.h, s.n, 4 * begin, 4 * end, H, s.gates_hh);
+    for (int i = 0; i < s.n; ++i) {
+        const float * in = s.layer == 0 ? s.in[i] : s.gates[i];
+        const float * hh = s.gates_hh[i];
+        for (int j = begin; j < end; ++j) {
+            // PyTorch's gates: input, forget, cell, output (rows by unit, see by_unit).
+            const float ig = sigmoid(in[4 * j] + hh[4 * j]);
+            const float f = sigmoid(in[4 * j + 1] + hh[4 * j + 1]);
+            const float g = std::tanh(in[4 * j + 2] + hh[4 * j + 2]);
+            const float o = sigmoid(in[4 * j + 3] + hh[4 * j + 3]);
+            s.c_out[i][j] = f * s.c[i][j] + ig * g;
+            s.h_out[i][j] = o * std::tanh(s.c_out[i][j]);
         }
     }
-    affine_rows(team, w.pred_w.data(), w.pred_b.data(), x.data(), n, w.n_joint, H, pred);
+}
+
+} // namespace
+
+void predict(const rnnt_weights & w, int n, const int32_t * labels, const float * const * h_in, const float * const * c_in,
+             float * const * h_next, float * const * c_next, float * const * pred, rnnt_scratch & s, const row_team & team) {
+    const size_t H = size_t(w.n_hidden), N = size_t(n);
+    s.fit(w, n);
+    std::vector<const float *> x(N), in(N), h(N), c(N);
+    std::vector<float *> gates(N), gates_hh(N), h_out(N), c_out(N);
+    for (size_t i = 0; i < N; ++i) {
+        gates[i] = s.gates.data() + i * 4 * H;
+        gates_hh[i] = s.gates_hh.data() + i * 4 * H;
+        in[i] = w.input_gates(labels[i]);
+    }
+    for (int l = 0; l < w.n_layers; ++l) {
+        for (size_t i = 0; i < N; ++i) {
+            h[i] = h_in[i] + size_t(l) * H;
+            c[i] = c_in[i] + size_t(l) * H;
+            h_out[i] = h_next[i] + size_t(l) * H;
+            c_out[i] = c_next[i] + size_t(l) * H;
+        }
+        const lstm_layer_step step{&w, l, n, x.data(), in.data(), h.data(), c.data(), gates.data(), gates_hh.data(), h_out.data(), c_out.data()};
+        team.run(int(H), 1, lstm_units, &step);
+        for (size_t i = 0; i < N; ++i) x[i] = h_out[i]; // the next layer's input
+    }
+    affine_rows(team, w.pred_w.data(), w.pred_b.data(), x.data(), n, w.n_joint, int(H), pred);
 }
 
 void project_frames(const rnnt_weights & w, int n, const float * const * frames, float * const * enc, const row_team & team) {

@@ -21,8 +21,8 @@ struct rnnt_weights {
 
     int d_enc = 0, n_embed = 0, n_hidden = 0, n_layers = 0, n_joint = 0, n_vocab = 0, blank = 0, max_symbols = 0;
     std::vector<float> embed;                  // [vocab][embed]
-    std::vector<std::vector<float>> w_ih, w_hh; // per layer [4 hidden][in]
-    std::vector<std::vector<float>> bias;       // per layer b_ih + b_hh [4 hidden]
+    std::vector<std::vector<float>> w_ih, w_hh; // per layer [4 hidden][in], the gates' rows unit by unit
+    std::vector<std::vector<float>> bias;       // per layer b_ih + b_hh [4 hidden], the same order
     std::vector<float> enc_w, enc_b, pred_w, pred_b, out_w, out_b;
 
     // The first layer's input gates for a label (-1: the start of sequence's zero input): W_ih x embed + the
@@ -41,7 +41,7 @@ private:
 struct rnnt_scratch {
     explicit rnnt_scratch(const rnnt_weights & w);
     void fit(const rnnt_weights & w, int n); // room for n at once
-    std::vector<float> gates, gates_hh, input, hidden;
+    std::vector<float> gates, gates_hh, hidden;
 };
 
 // The products below share their rows over `team`; each result is what it would be alone and on
