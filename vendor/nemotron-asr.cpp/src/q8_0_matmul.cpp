@@ -36,6 +36,7 @@ constexpr int kColumns = 8;
 // A packed group of 16 rows, per block of 32 columns of the weights: 8 x 64 bytes of quants, and
 // the 16 rows' f16 scales after all the blocks' quants.
 constexpr int64_t kGroupQuants = 8 * kRows * 4;
+constexpr int64_t kPrefetch = 8 * kGroupQuants;
 
 // A column of activations quantized as ggml quantizes them for its own q8_0 products, per block:
 // the quants, the scale, and the correction for reading the weights as unsigned (-128 x the sum
@@ -106,6 +107,8 @@ static NEMOTRON_TARGET void kernel(const uint8_t * group, const prepared_column 
             odd[c] = _mm512_setzero_si512();
         }
         for (int j = 0; j < 8; j += 2) {
+            _mm_prefetch(reinterpret_cast<const char *>(w + kPrefetch + 64 * j), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char *>(w + kPrefetch + 64 * (j + 1)), _MM_HINT_T0);
             const __m512i w0 = _mm512_loadu_si512(w + 64 * j);
             const __m512i w1 = _mm512_loadu_si512(w + 64 * (j + 1));
             for (int c = 0; c < C; ++c) {
