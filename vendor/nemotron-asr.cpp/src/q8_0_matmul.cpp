@@ -36,6 +36,8 @@ constexpr int kColumns = 8;
 // A packed group of 16 rows, per block of 32 columns of the weights: 8 x 64 bytes of quants, and
 // the 16 rows' f16 scales after all the blocks' quants.
 constexpr int64_t kGroupQuants = 8 * kRows * 4;
+// How far ahead of the kernel's loads the weights are fetched: with few columns the kernel streams
+// them from memory, and the hardware's prefetcher alone left it at about half the bandwidth.
 constexpr int64_t kPrefetch = 8 * kGroupQuants;
 
 // A column of activations quantized as ggml quantizes them for its own q8_0 products, per block:
