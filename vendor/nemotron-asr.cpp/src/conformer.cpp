@@ -21,7 +21,7 @@ ggml_tensor * linear_op::operator()(ggml_context * ctx, ggml_tensor * x, ggml_te
     ggml_tensor * columns = matrix ? x : ggml_reshape_2d(ctx, ggml_cont(ctx, x), x->ne[0], ggml_nelements(x) / x->ne[0]);
     ggml_tensor * y = q8_0 ? q8_0_matmul(ctx, w, columns) : f32_matmul(ctx, w, columns, b);
     if (!matrix) y = ggml_reshape_4d(ctx, y, w->ne[1], x->ne[1], x->ne[2], x->ne[3]);
-    return q8_0 && b != nullptr ? ggml_add(ctx, y, b) : y;
+    return q8_0 && b != nullptr ? ggml_add(ctx, y, b) : y; // f32_matmul adds the bias as it writes
 }
 
 ggml_tensor * linear_op::product(ggml_context * ctx, ggml_tensor * a, ggml_tensor * b) const {

@@ -34,8 +34,14 @@ struct product {
 };
 
 #ifdef NEMOTRON_F32_AVX512
+// ggml's reduction of its four accumulators: (a0 + a2) + (a1 + a3), then the 16 lanes as
+// _mm512_reduce_add_ps adds them.
+NEMOTRON_TARGET static inline float reduce(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
+}
+
 // R rows at w (R <= 4) times x: each row summed exactly as ggml_vec_dot_f32 sums it (fmadd into
-// four accumulators, then (a0 + a2) + (a1 + a3), then the 16 lanes as _mm512_reduce_add_ps does).
+// four accumulators, then reduce()).
 template <int R>
 NEMOTRON_TARGET static void rows_dot(const float * w, size_t cols, const float * x, float * out) {
     __m512 acc[R][4];
@@ -52,10 +58,7 @@ NEMOTRON_TARGET static void rows_dot(const float * w, size_t cols, const float *
             for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_fmadd_ps(_mm512_loadu_ps(row + 16 * j), xv[j], acc[r][j]);
         }
     }
-    for (int r = 0; r < R; ++r) {
-        const __m512 even = _mm512_add_ps(acc[r][0], acc[r][2]), odd = _mm512_add_ps(acc[r][1], acc[r][3]);
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(even, odd));
-    }
+    for (int r = 0; r < R; ++r) out[r] = reduce(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
 }
 #endif
 
@@ -96,19 +99,19 @@ static void product_rows(int begin, int end, const void * context) {
 // sum + x[i] y[i] for the i in [begin, k) that ggml's 64-float steps leave, added as its build adds
 // them (unfused_remainder).
 NEMOTRON_TARGET static inline float dot_remainder(const float * x, const float * y, int64_t begin, int64_t k, float sum) {
-    const int64_t unfused = begin + unfused_remainder(k), end = k;
+    const int64_t unfused = begin + unfused_remainder(k);
     __m128 s = _mm_set_ss(sum);
     for (int64_t i = begin; i < unfused; ++i) s = _mm_add_ss(s, _mm_mul_ss(_mm_set_ss(x[i]), _mm_set_ss(y[i])));
-    for (int64_t i = unfused; i < end; ++i) s = _mm_fmadd_ss(_mm_set_ss(x[i]), _mm_set_ss(y[i]), s);
+    for (int64_t i = unfused; i < k; ++i) s = _mm_fmadd_ss(_mm_set_ss(x[i]), _mm_set_ss(y[i]), s);
     return _mm_cvtss_f32(s);
 }
 
 // A tile of a graph's product: out[r * C + c] = (row r of a) . (row c of b) for R rows of a and C of
 // b, each summed as ggml_vec_dot_f32 sums it: lane group j (floats 16j..16j+15 of every 64) in its
-// own accumulator, fmadd step after step, then (a0 + a2) + (a1 + a3) reduced, then the last k % 64
-// products (dot_remainder). The four lane groups are summed
-// one after the other so that R x C accumulators stay in registers: each step loads R + C vectors
-// for R x C multiply-adds, where a dot product at a time loads two for one.
+// own accumulator, fmadd step after step, then reduce(), then the last k % 64 products
+// (dot_remainder). The four lane groups are summed one after the other so that R x C accumulators
+// stay in registers: each step loads R + C vectors for R x C multiply-adds, where a dot product at a
+// time loads two for one.
 template <int R, int C>
 NEMOTRON_TARGET static void tile(const float * a, size_t lda, const float * b, size_t ldb, int64_t k, float * out) {
     const int64_t whole = k / kStep * kStep;
@@ -132,10 +135,9 @@ NEMOTRON_TARGET static void tile(const float * a, size_t lda, const float * b, s
     }
     for (int r = 0; r < R; ++r) {
         for (int c = 0; c < C; ++c) {
-            const __m512 even = _mm512_add_ps(_mm512_load_ps(lanes[0][r][c]), _mm512_load_ps(lanes[2][r][c]));
-            const __m512 odd = _mm512_add_ps(_mm512_load_ps(lanes[1][r][c]), _mm512_load_ps(lanes[3][r][c]));
-            out[r * C + c] = dot_remainder(a + size_t(r) * lda, b + size_t(c) * ldb, whole, k,
-                                           _mm512_reduce_add_ps(_mm512_add_ps(even, odd)));
+            const float sum = reduce(_mm512_load_ps(lanes[0][r][c]), _mm512_load_ps(lanes[1][r][c]), _mm512_load_ps(lanes[2][r][c]),
+                                     _mm512_load_ps(lanes[3][r][c]));
+            out[r * C + c] = dot_remainder(a + size_t(r) * lda, b + size_t(c) * ldb, whole, k, sum);
         }
     }
 }

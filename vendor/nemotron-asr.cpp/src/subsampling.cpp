@@ -19,8 +19,12 @@ int n_stages(int factor) {
     return n;
 }
 
+int64_t stage_length(int64_t n) {
+    return (n + pad_before + pad_after - kernel) / stride + 1;
+}
+
 int output_length(int factor, int n) {
-    for (int s = 0; s < n_stages(factor); ++s) n = (n + pad_before + pad_after - kernel) / stride + 1;
+    for (int s = 0; s < n_stages(factor); ++s) n = int(stage_length(n));
     return n;
 }
 

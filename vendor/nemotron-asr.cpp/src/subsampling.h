@@ -25,8 +25,9 @@ constexpr int pad_after = stride - 1;
 // Stages of a factor (a power of two): 8 -> 3.
 int n_stages(int factor);
 
-// Frames (or frequency bins) after every stage: each maps n to (n + pads - kernel) / stride + 1,
-// which is n / 2 + 1 (NeMo's calc_length for these paddings).
+// Frames (or frequency bins) after one stage: n to (n + pads - kernel) / stride + 1, which is
+// n / 2 + 1 (NeMo's calc_length for these paddings); and after every stage of a factor.
+int64_t stage_length(int64_t n);
 int output_length(int factor, int n);
 
 // A stage without the causal padding (an offline FastConformer's) maps n to (n - 1) / 2 + 1: the

@@ -122,11 +122,6 @@ NEMOTRON_TARGET static void depthwise_compute(ggml_tensor * dst, int ith, int nt
 
 #endif
 
-// One stage's output length over n inputs (time or frequency).
-int64_t stage_length(int64_t n) {
-    return (n + pad_before + pad_after - kernel) / stride + 1;
-}
-
 } // namespace
 
 bool conv_kernels_available(int64_t channels) {

@@ -451,8 +451,7 @@ static void test_subsampling_kernels() {
             fill_normal(st.pw_b, rng, 0.1f);
             w.stages.push_back(st);
         }
-        int freq = n_mels;
-        for (int s = 0; s < 3; ++s) freq = freq / 2 + 1;
+        const int freq = nemotron::subsampling::output_length(8, n_mels);
         w.out_w = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, int64_t(C) * freq, 64);
         w.out_b = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 64);
         fill_normal(w.out_w, rng, 1.0f / std::sqrt(float(C * freq)));
